@@ -1,0 +1,278 @@
+"""The ``mmer`` command: list, describe, extract, bench, fuse, leaderboard, posteriors, download."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub at run time
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [t for t in text.split(",") if t] if text else None
+
+
+def cmd_list(args) -> int:
+    from mmer_bench.registry import CORPORA, EXTRACTORS, METHODS
+
+    print("corpora:")
+    for name, cls in CORPORA.items():
+        tasks = ", ".join(f"{t.name} ({t.num_classes})" for t in cls.tasks)
+        print(f"  {name:24s} {tasks}; {cls.protocol}")
+    print("methods:")
+    for name, cls in METHODS.items():
+        needs = ", ".join(sorted(set(cls.inputs.values()))) or "posteriors of other methods"
+        print(f"  {name:24s} consumes {needs}")
+    print("extractors:")
+    for name, cls in EXTRACTORS.items():
+        print(f"  {name:24s} {cls.kind} from {cls.source_column}")
+    return 0
+
+
+def cmd_describe(args) -> int:
+    from mmer_bench.registry import CORPORA
+
+    corpus = CORPORA.get(args.corpus)(args.data_root)
+    manifest = corpus.manifest()
+    folds = corpus.plan(manifest)
+    print(f"{corpus.name}: {len(manifest)} clips, {manifest['subject'].nunique()} subjects")
+    print(f"protocol: {corpus.protocol}")
+    for fold in folds:
+        print(f"  {fold.name}: train {len(fold.train)}, val {len(fold.val)}, test {len(fold.test)} {fold.info or ''}")
+    for task in corpus.tasks:
+        counts = manifest[task.name].value_counts().sort_index()
+        print(f"{task.name}: " + ", ".join(f"{task.classes[i]} {n}" for i, n in counts.items()))
+    print("features available: " + ", ".join(sorted(corpus.available_features(manifest))))
+    for column in [c for c in manifest.columns if c.endswith("_path")]:
+        present = manifest[column].notna().sum()
+        print(f"  {column}: {present} of {len(manifest)} clips")
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from mmer_bench.features.base import extract
+    from mmer_bench.features.store import FeatureStore
+    from mmer_bench.registry import CORPORA, EXTRACTORS
+
+    corpus = CORPORA.get(args.corpus)(args.data_root)
+    manifest = corpus.manifest()
+    store = FeatureStore(Path(args.cache_dir) / "features" if args.cache_dir else None)
+    for name in _split(args.extractors):
+        features = extract(EXTRACTORS.get(name)(), manifest, corpus.manifest_hash(manifest), store, args.workers)
+        print(f"{name}: {len(features.arrays)} clips extracted, {len(features.errors)} failed")
+        for clip, error in list(features.errors.items())[:20]:
+            print(f"  {clip}: {error}")
+    return 0
+
+
+def load_benchmark_config(path: str | None, corpus: str) -> dict:
+    import yaml
+
+    candidate = Path(path) if path else Path("benchmarks") / f"{corpus}.yaml"
+    if path and not candidate.exists():
+        raise FileNotFoundError(f"benchmark config {candidate} does not exist")
+    if not candidate.exists():
+        return {}
+    return yaml.safe_load(candidate.read_text()) or {}
+
+
+def cmd_bench(args) -> int:
+    from mmer_bench.runner import BenchConfig, run_bench
+
+    conf = load_benchmark_config(args.config, args.corpus)
+    trainer = conf.get("trainer", {})
+    config = BenchConfig(
+        corpus=args.corpus,
+        methods=_split(args.methods) or conf.get("methods"),
+        folds=_split(args.folds) or conf.get("folds"),
+        seeds=[int(s) for s in _split(args.seeds)] if args.seeds else conf.get("seeds", [0]),
+        data_root=args.data_root or conf.get("data_root"),
+        out=args.out or f"runs/{args.corpus}",
+        corpus_options=conf.get("corpus_options", {}),
+        hparams=conf.get("hparams", {}),
+        devices=_devices(args.devices or trainer.get("devices", 1)),
+        accelerator=args.accelerator or trainer.get("accelerator", "auto"),
+        strategy=args.strategy or trainer.get("strategy", "auto"),
+        precision=args.precision or trainer.get("precision", "32-true"),
+        loggers=_split(args.loggers) or conf.get("loggers", ["csv", "wandb"]),
+        skip_missing=args.skip_missing,
+        cache_dir=args.cache_dir,
+        workers=args.workers,
+        publish=args.publish,
+    )
+    if args.max_epochs:
+        for method in config.methods or []:
+            config.hparams.setdefault(method, {})["max_epochs"] = args.max_epochs
+    results = run_bench(config)
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        print((Path(config.out) / "leaderboard.md").read_text())
+        print(f"results: {Path(config.out) / 'results.parquet'} ({len(results)} rows)")
+    return 0
+
+
+def _devices(value):
+    return value if value in ("auto", -1) else int(value)
+
+
+def cmd_fuse(args) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from mmer_bench.fusion import align, fuse, read_posterior_dirs
+    from mmer_bench.registry import CORPORA
+    from mmer_bench.results import write_text
+
+    corpus = CORPORA.get(args.corpus)(args.data_root)
+    task = corpus.tasks[0]
+    folds = read_posterior_dirs([Path(d) for d in args.posteriors])
+    rows = []
+    out = Path(args.out)
+    for fold, parts in sorted(folds.items()):
+        train = align(parts["train"], task.classes, f"{fold} train")
+        test = align(parts["test"], task.classes, f"{fold} test")
+        probs = fuse(train, corpus.labels_for(list(train.index), task.name), test, C=args.C)
+        target = corpus.labels_for(list(test.index), task.name)
+        accuracy = float((probs.argmax(1) == target).mean())
+        rows.append({"fold": fold, "n_train": len(train), "n_test": len(test), "accuracy": accuracy})
+        fused = pd.DataFrame(probs, columns=list(task.classes)).assign(clip_id=list(test.index))
+        (out / fold).mkdir(parents=True, exist_ok=True)
+        fused[["clip_id", *task.classes]].to_csv(out / fold / "test.csv", index=False)
+        print(f"{fold}: test accuracy {100 * accuracy:.2f}% ({len(test)} clips, trained on {len(train)})")
+    table = pd.DataFrame(rows)
+    mean, std = table["accuracy"].mean(), table["accuracy"].std(ddof=1) if len(table) > 1 else float("nan")
+    print(f"mean test accuracy over {len(table)} folds: {100 * mean:.2f}% (std {100 * std:.2f})")
+    table.to_csv(out / "fusion_accuracy.csv", index=False)
+    write_text(out / "summary.json", json.dumps({"mean_accuracy": mean, "std": std, "folds": rows,
+                                                 "sources": args.posteriors}, indent=1))
+    return 0 if np.isfinite(mean) else 1
+
+
+def cmd_posteriors(args) -> int:
+    """Export a run's predictions to the posterior layout that ``mmer fuse`` reads."""
+    import numpy as np
+    import pandas as pd
+
+    from mmer_bench.results import read_parquet_meta
+
+    path = Path(args.results) / "predictions.parquet"
+    preds = pd.read_parquet(path)
+    classes = read_parquet_meta(path)["classes"]
+    task = args.task or next(iter(classes))
+    rows = preds[(preds["method"] == args.method) & (preds["task"] == task) & (preds["seed"] == args.seed)]
+    if rows.empty:
+        raise SystemExit(f"no predictions of {args.method} (task {task}, seed {args.seed}) in {path}")
+    for (fold, split), group in rows.groupby(["fold", "split"]):
+        frame = pd.DataFrame(np.stack(group["probs"].to_numpy()), columns=classes[task])
+        frame.insert(0, "clip_id", group["clip_id"].to_numpy())
+        (Path(args.out) / fold).mkdir(parents=True, exist_ok=True)
+        frame.to_csv(Path(args.out) / fold / f"{split}.csv", index=False)
+    print(f"wrote {args.out}/fold*/{{train,val,test}}.csv for {args.method}")
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    import pandas as pd
+
+    from mmer_bench.registry import CORPORA
+    from mmer_bench.report import leaderboard_markdown
+
+    results = pd.read_parquet(Path(args.results) / "results.parquet")
+    for corpus_name in sorted(results["corpus"].unique()):
+        subset = results[results["corpus"] == corpus_name]
+        provenance = {"command": subset["command"].iloc[0], "git_commit": ", ".join(sorted(subset["git_commit"].unique())),
+                      "generated_at": subset["finished_at"].max()}
+        print(leaderboard_markdown(subset, CORPORA.get(corpus_name)(), provenance))
+    return 0
+
+
+def cmd_download(args) -> int:
+    from mmer_bench.download import download
+
+    download(args.corpus, Path(args.data_root), base_url=args.base_url, include_video=args.video)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmer", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="registered corpora, methods and extractors").set_defaults(func=cmd_list)
+
+    p = sub.add_parser("describe", help="summarise a corpus under a data root")
+    p.add_argument("corpus")
+    p.add_argument("--data-root")
+    p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("extract", help="extract features into the store")
+    p.add_argument("corpus")
+    p.add_argument("--extractors", required=True, help="comma-separated extractor names")
+    p.add_argument("--data-root")
+    p.add_argument("--cache-dir")
+    p.add_argument("--workers", type=int)
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("bench", help="train and evaluate methods on a corpus")
+    p.add_argument("corpus")
+    p.add_argument("--methods", help="comma-separated method names (default: the config's, else every compatible one)")
+    p.add_argument("--folds", help="comma-separated fold names (default: all)")
+    p.add_argument("--seeds", help="comma-separated seeds (default: 0)")
+    p.add_argument("--data-root")
+    p.add_argument("--out", help="output directory (default: runs/CORPUS)")
+    p.add_argument("--config", help="benchmark YAML (default: benchmarks/CORPUS.yaml when it exists)")
+    p.add_argument("--devices")
+    p.add_argument("--accelerator")
+    p.add_argument("--strategy", help="Lightning strategy, e.g. ddp")
+    p.add_argument("--precision", help="e.g. 32-true, bf16-mixed, 16-mixed")
+    p.add_argument("--loggers", help="comma-separated: csv, wandb (default both; W&B offline unless configured)")
+    p.add_argument("--max-epochs", type=int, help="override every method's epoch budget")
+    p.add_argument("--skip-missing", action="store_true", help="leave out clips lacking features (counted)")
+    p.add_argument("--cache-dir", help="feature cache (default $MMER_CACHE or ~/.cache/mmer-bench)")
+    p.add_argument("--workers", type=int, help="extraction processes (default: all cores)")
+    p.add_argument("--publish", help="also write DIR/CORPUS.md and DIR/CORPUS.parquet (e.g. leaderboard)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("fuse", help="late fusion of posteriors in DIR/fold<k>/{train,test}.csv")
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--posteriors", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--data-root", help="needed when the corpus's clip ids do not carry labels")
+    p.add_argument("--C", type=float, default=1.0)
+    p.set_defaults(func=cmd_fuse)
+
+    p = sub.add_parser("posteriors", help="export a run's predictions in the layout mmer fuse reads")
+    p.add_argument("results", help="a bench output directory")
+    p.add_argument("--method", required=True)
+    p.add_argument("--task")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_posteriors)
+
+    p = sub.add_parser("leaderboard", help="render leaderboard tables from a bench output directory")
+    p.add_argument("results")
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("download", help="fetch a public corpus into the data root")
+    p.add_argument("corpus")
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--base-url", help="mirror of the corpus host (tests use a local server)")
+    p.add_argument("--video", action="store_true", help="also fetch the video archives (RAVDESS: 24 x ~0.5 GB)")
+    p.set_defaults(func=cmd_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not args.verbose else logging.INFO)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

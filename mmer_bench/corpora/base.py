@@ -1,0 +1,265 @@
+"""Corpus base class and the DataModule that turns a manifest fold into batches.
+
+Flow: ``Corpus.build_manifest`` (one row per clip: clip_id, subject, integer labels per task,
+media paths) -> ``Corpus.folds`` (protocols.py) -> feature store -> ``CorpusDataModule`` batches:
+
+    {"inputs": {name: float tensor (B, D) or (B, T, D)}, "masks": {name: bool (B, T), True = real frame},
+     "targets": {task: long tensor (B,)}, "clip_id": [str]}
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from mmer_bench.features.base import FeatureExtractionError, extract
+from mmer_bench.features.store import FeatureStore, stable_hash
+from mmer_bench.protocols import Fold, check_disjoint
+from mmer_bench.registry import EXTRACTORS
+from mmer_bench.tasks import ClassificationTask
+
+log = logging.getLogger(__name__)
+
+
+class CorpusNotFoundError(FileNotFoundError):
+    """The data root lacks the corpus; the message says what to get and where to put it."""
+
+
+class Corpus:
+    """A corpus: how to parse its release, its tasks and its protocol. Subclasses set the
+    class attributes and implement ``build_manifest`` and ``folds``."""
+
+    tasks: tuple[ClassificationTask, ...] = ()
+    primary_metric = "accuracy"  # of the first task; selects checkpoints on validation
+    report_metrics: tuple[str, ...] = ("accuracy", "uar", "macro_f1")  # leaderboard columns
+    group_columns: tuple[str, ...] = ("subject",)  # kept apart across train/val/test
+    protocol = ""  # one line for the leaderboard, e.g. "subject-wise 5-fold CV (published folds)"
+    # Columns of the manifest that hold media paths -> the modality they carry.
+    media_columns = {"audio_path": "audio", "video_path": "video", "openface_path": "au", "au_means_path": "au"}
+
+    def __init__(self, data_root: str | Path | None = None, **options):
+        self.data_root = Path(data_root) if data_root else None
+        self.options = options
+
+    @property
+    def name(self) -> str:
+        return self.registry_name
+
+    def build_manifest(self) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def folds(self, manifest: pd.DataFrame) -> list[Fold]:
+        raise NotImplementedError
+
+    def manifest(self) -> pd.DataFrame:
+        manifest = self.build_manifest().reset_index(drop=True)
+        self.validate(manifest)
+        return manifest
+
+    def validate(self, manifest: pd.DataFrame) -> None:
+        if manifest.empty:
+            raise ValueError(f"{self.name}: the manifest is empty (data root {self.data_root})")
+        duplicated = manifest["clip_id"][manifest["clip_id"].duplicated()]
+        if not duplicated.empty:
+            raise ValueError(f"{self.name}: clip ids {list(duplicated[:5])} appear twice in the manifest")
+        for task in self.tasks:
+            labels = manifest[task.name]
+            bad = labels[(labels < 0) | (labels >= task.num_classes)]
+            if not bad.empty:
+                raise ValueError(f"{self.name}: {task.name} labels out of range for clips {list(manifest.loc[bad.index, 'clip_id'][:5])}")
+
+    def plan(self, manifest: pd.DataFrame) -> list[Fold]:
+        """The folds, checked for leakage before anything trains."""
+        folds = self.folds(manifest)
+        check_disjoint(manifest, folds, self.group_columns)
+        return folds
+
+    @staticmethod
+    def manifest_hash(manifest: pd.DataFrame) -> str:
+        media = [c for c in manifest.columns if c.endswith("_path")]
+        rows = manifest[["clip_id", *media]].astype(str).to_numpy().tolist()
+        sizes = [[Path(p).stat().st_size if Path(p).is_file() else -1 for p in row[1:]] for row in rows]
+        return stable_hash([rows, sizes])
+
+    def labels_for(self, clip_ids: list[str], task: str) -> np.ndarray:
+        """Integer labels of clips (from the manifest; corpora whose ids encode labels override)."""
+        labels = self.manifest().set_index("clip_id")[task]
+        unknown = [c for c in clip_ids if c not in labels.index]
+        if unknown:
+            raise KeyError(f"{self.name}: clips {unknown[:5]} are not in the corpus under {self.data_root}")
+        return labels.loc[list(clip_ids)].to_numpy()
+
+    def available_features(self, manifest: pd.DataFrame) -> set[str]:
+        """Extractor names whose source this manifest has for at least one clip."""
+        names = set()
+        for name, cls in EXTRACTORS.items():
+            columns = {cls.source_column} | ({"au_means_path"} if name == "au-means" else set())
+            if any(c in manifest.columns and manifest[c].notna().any() for c in columns):
+                names.add(name)
+        return names
+
+
+@dataclass
+class Scaler:
+    """Per-dimension affine scaling fitted on training clips only."""
+
+    kind: str  # "minmax" or "standard"
+    offset: np.ndarray | None = None
+    scale: np.ndarray | None = None
+
+    def fit(self, arrays: list[np.ndarray]) -> Scaler:
+        stacked = np.concatenate([a.reshape(-1, a.shape[-1]) for a in arrays])
+        if self.kind == "minmax":
+            self.offset = stacked.min(axis=0)
+            span = stacked.max(axis=0) - self.offset
+        elif self.kind == "standard":
+            self.offset = stacked.mean(axis=0)
+            span = stacked.std(axis=0)
+        else:
+            raise ValueError(f"unknown scaling {self.kind!r}")
+        self.scale = np.where(span > 1e-8, span, 1.0).astype(np.float32)
+        return self
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        return ((array - self.offset) / self.scale).astype(np.float32)
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    def __init__(self, items: list[dict]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack vectors; pad sequences to the longest with zeros and return a True-for-real mask."""
+    batch = {"inputs": {}, "masks": {}, "targets": {}, "clip_id": [it["clip_id"] for it in items]}
+    for name in items[0]["inputs"]:
+        arrays = [torch.from_numpy(it["inputs"][name]) for it in items]
+        if arrays[0].ndim == 1:
+            batch["inputs"][name] = torch.stack(arrays)
+        else:
+            lengths = torch.tensor([a.shape[0] for a in arrays])
+            batch["inputs"][name] = torch.nn.utils.rnn.pad_sequence(arrays, batch_first=True)
+            batch["masks"][name] = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
+    for task in items[0]["targets"]:
+        batch["targets"][task] = torch.tensor([it["targets"][task] for it in items], dtype=torch.long)
+    return batch
+
+
+class CorpusDataModule(L.LightningDataModule):
+    """Batches of one fold of a corpus for the features a method consumes.
+
+    ``inputs`` maps the method's input names to extractor names; ``scaling`` maps input names to
+    "minmax" / "standard" (fitted on the fold's training clips). A clip lacking a feature raises
+    FeatureExtractionError naming each file and problem, unless ``skip_missing`` is set: then it
+    is left out and counted in ``skipped`` (reported by the runner).
+    """
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        manifest: pd.DataFrame,
+        fold: Fold,
+        inputs: dict[str, str],
+        scaling: dict[str, str] | None = None,
+        store: FeatureStore | None = None,
+        batch_size: int = 32,
+        skip_missing: bool = False,
+        workers: int | None = None,
+        extractor_params: dict[str, dict] | None = None,
+        max_frames: int | None = None,
+    ):
+        super().__init__()
+        self.corpus, self.manifest, self.fold = corpus, manifest, fold
+        self.inputs, self.scaling = inputs, scaling or {}
+        self.store = store or FeatureStore()
+        self.batch_size, self.skip_missing, self.workers = batch_size, skip_missing, workers
+        self.extractor_params = extractor_params or {}
+        self.max_frames = max_frames
+        self.skipped: dict[str, str] = {}
+        self.datasets: dict[str, ClipDataset] = {}
+
+    def features(self) -> dict[str, object]:
+        manifest_hash = self.corpus.manifest_hash(self.manifest)
+        out = {}
+        for name, extractor_name in self.inputs.items():
+            extractor = EXTRACTORS.get(extractor_name)(**self.extractor_params.get(extractor_name, {}))
+            out[name] = extract(extractor, self.manifest, manifest_hash, self.store, self.workers)
+        return out
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        features = self.features()
+        fold_ids = {part: list(ids) for part, ids in self.fold.parts().items()}
+        problems = {}
+        for name, fs in features.items():
+            for part_ids in fold_ids.values():
+                for clip in part_ids:
+                    if clip not in fs.arrays:
+                        problems.setdefault(clip, []).append(f"{name}: {fs.errors.get(clip, 'not extracted')}")
+        if problems and not self.skip_missing:
+            lines = [f"  {clip}: {'; '.join(p)}" for clip, p in list(problems.items())[:20]]
+            raise FeatureExtractionError(
+                f"{len(problems)} clips of {self.corpus.name} {self.fold.name} lack features "
+                "(pass --skip-missing to leave them out, counted in the report):\n" + "\n".join(lines)
+            )
+        self.skipped = {clip: "; ".join(p) for clip, p in problems.items()}
+        if self.skipped:
+            log.warning("%s %s: skipping %d clips without features", self.corpus.name, self.fold.name, len(self.skipped))
+        fold_ids = {part: [c for c in ids if c not in self.skipped] for part, ids in fold_ids.items()}
+
+        scalers = {
+            name: Scaler(kind).fit([features[name].arrays[c] for c in fold_ids["train"]])
+            for name, kind in self.scaling.items()
+            if name in features
+        }
+        labels = self.manifest.set_index("clip_id")[[t.name for t in self.corpus.tasks]]
+        for part, ids in fold_ids.items():
+            items = []
+            for clip in ids:
+                inputs = {}
+                for name, fs in features.items():
+                    array = fs.arrays[clip]
+                    if self.max_frames and array.ndim == 2:
+                        array = array[: self.max_frames]
+                    inputs[name] = scalers[name](array) if name in scalers else array.astype(np.float32)
+                targets = {t: int(v) for t, v in labels.loc[clip].items()}
+                items.append({"clip_id": clip, "inputs": inputs, "targets": targets})
+            self.datasets[part] = ClipDataset(items)
+
+    def class_counts(self, task: str) -> np.ndarray:
+        n = next(t.num_classes for t in self.corpus.tasks if t.name == task)
+        targets = [it["targets"][task] for it in self.datasets["train"].items]
+        return np.bincount(targets, minlength=n)
+
+    def input_dims(self) -> dict[str, int]:
+        first = self.datasets["train"].items[0]["inputs"]
+        return {name: int(a.shape[-1]) for name, a in first.items()}
+
+    def _loader(self, part: str, shuffle: bool) -> DataLoader:
+        return DataLoader(self.datasets[part], batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate)
+
+    def train_dataloader(self):
+        return self._loader("train", True)
+
+    def val_dataloader(self):
+        return self._loader("val", False)
+
+    def test_dataloader(self):
+        return self._loader("test", False)
+
+    def part_dataloader(self, part: str) -> DataLoader:
+        return self._loader(part, False)

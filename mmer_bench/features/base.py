@@ -1,0 +1,107 @@
+"""The extractor base class and the one function that runs any extractor through the store."""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from mmer_bench.features.store import FeatureSet, FeatureStore, stable_hash
+
+log = logging.getLogger(__name__)
+
+
+class FeatureExtractionError(RuntimeError):
+    """Some clips could not be extracted; the message names each file and its problem."""
+
+
+@dataclass
+class Extractor:
+    """One feature: a registered, versioned function of a manifest row.
+
+    Subclasses are dataclasses whose fields are the parameters (they enter the cache key), set
+    ``version`` (bump it when the output changes), ``source_column`` (the manifest column holding
+    the input path) and ``kind`` ("vector" for one vector per clip, "sequence" for frames x dims),
+    and implement ``extract_clip`` (per file, run in a process pool) or override ``extract_many``
+    (when one file holds every clip, such as a table of AU means).
+    """
+
+    version = "1"
+    source_column = "audio_path"
+    kind = "vector"
+
+    @property
+    def name(self) -> str:
+        return self.registry_name
+
+    def params(self) -> dict:
+        return asdict(self)
+
+    def cache_key(self, manifest_hash: str) -> str:
+        return stable_hash({"name": self.name, "version": self.version, "params": self.params(), "manifest": manifest_hash})
+
+    def extract_clip(self, path: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def _safe_extract(self, item: tuple[str, str]) -> tuple[str, np.ndarray | str]:
+        clip_id, path = item
+        try:
+            out = self.extract_clip(path)
+        except Exception as exc:  # recorded per clip with the file name, reported by the caller
+            return clip_id, f"{path}: {type(exc).__name__}: {exc}"
+        if not np.all(np.isfinite(out)):
+            return clip_id, f"{path}: the extracted features contain NaN or infinite values"
+        return clip_id, out
+
+    def extract_many(self, manifest: pd.DataFrame, workers: int) -> dict[str, np.ndarray | str]:
+        results: dict[str, np.ndarray | str] = {}
+        items = []
+        for clip_id, path in zip(manifest["clip_id"], manifest.get(self.source_column, pd.Series(dtype=str))):
+            if isinstance(path, str) and path:
+                items.append((clip_id, path))
+            else:
+                results[clip_id] = f"clip {clip_id} has no {self.source_column.replace('_path', '')} file"
+        progress = tqdm(total=len(items), desc=f"extract {self.name}", unit="clip", mininterval=1.0)
+        if workers > 1 and len(items) > 1:
+            # Chunks keep the inter-process traffic low; the pool uses every core asked for.
+            chunksize = max(1, min(32, len(items) // (workers * 8)))
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for clip_id, out in pool.map(self._safe_extract, items, chunksize=chunksize):
+                    results[clip_id] = out
+                    progress.update()
+        else:
+            for item in items:
+                clip_id, out = self._safe_extract(item)
+                results[clip_id] = out
+                progress.update()
+        progress.close()
+        return results
+
+
+def default_workers() -> int:
+    return int(os.environ.get("MMER_WORKERS", os.cpu_count() or 1))
+
+
+def extract(
+    extractor: Extractor,
+    manifest: pd.DataFrame,
+    manifest_hash: str,
+    store: FeatureStore,
+    workers: int | None = None,
+) -> FeatureSet:
+    """Return the extractor's features for the manifest, extracting them only if not stored."""
+    key = extractor.cache_key(manifest_hash)
+    if not store.has(extractor.name, key):
+        results = extractor.extract_many(manifest, workers or default_workers())
+        meta = {"extractor": extractor.name, "version": extractor.version, "params": extractor.params(),
+                "manifest": manifest_hash, "kind": extractor.kind}
+        store.write(extractor.name, key, results, meta)
+        failed = sum(1 for v in results.values() if not isinstance(v, np.ndarray))
+        if failed:
+            log.warning("%s: %d of %d clips could not be extracted", extractor.name, failed, len(results))
+    return store.read(extractor.name, key)

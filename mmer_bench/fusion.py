@@ -1,0 +1,74 @@
+"""Late fusion of posteriors: one place for the runner's fusion jobs and ``mmer fuse``.
+
+Posteriors of several systems on the same clips are concatenated, MinMax-scaled (fitted on the
+training clips) and fed to a logistic regression trained on the training clips' posteriors, as
+Luna-Jimenez et al. 2022 fuse their speech and facial models.
+
+Posterior directory layout (``mmer fuse``): ``DIR/fold<k>/train.csv`` and ``DIR/fold<k>/test.csv``,
+each with a ``clip_id`` column and one column per class name (probabilities or logits).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import MinMaxScaler
+
+
+class FusionInputError(ValueError):
+    pass
+
+
+def align(sources: dict[str, pd.DataFrame], classes: tuple[str, ...], where: str) -> pd.DataFrame:
+    """Concatenate the class columns of each source on clip_id; every clip must be in every source."""
+    frames = []
+    for name, frame in sources.items():
+        missing = [c for c in ("clip_id", *classes) if c not in frame.columns]
+        if missing:
+            raise FusionInputError(f"{name} ({where}): columns {missing} are missing")
+        if frame["clip_id"].duplicated().any():
+            raise FusionInputError(f"{name} ({where}): clip {frame['clip_id'][frame['clip_id'].duplicated()].iloc[0]} appears twice")
+        values = frame.set_index("clip_id")[list(classes)].astype(float)
+        if not np.isfinite(values.to_numpy()).all():
+            raise FusionInputError(f"{name} ({where}): NaN or infinite posteriors")
+        frames.append(values.add_prefix(f"{name}:"))
+    joined = pd.concat(frames, axis=1, join="outer")
+    incomplete = joined.index[joined.isna().any(axis=1)]
+    if len(incomplete):
+        raise FusionInputError(
+            f"{where}: {len(incomplete)} clips lack posteriors from some source, e.g. {list(incomplete[:3])}"
+        )
+    return joined.sort_index()
+
+
+def fuse(train: pd.DataFrame, train_labels: np.ndarray, test: pd.DataFrame, C: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Fit on the aligned training posteriors; return test class probabilities."""
+    scaler = MinMaxScaler().fit(train.to_numpy())
+    model = LogisticRegression(C=C, max_iter=2000, random_state=seed)
+    model.fit(scaler.transform(train.to_numpy()), train_labels)
+    probs = np.zeros((len(test), int(train_labels.max()) + 1))
+    probs[:, model.classes_] = model.predict_proba(scaler.transform(test.to_numpy()))
+    return probs
+
+
+def read_posterior_dirs(dirs: list[Path]) -> dict[str, dict[str, dict[str, pd.DataFrame]]]:
+    """{fold: {part: {source: frame}}} from directories in the documented layout."""
+    folds: dict[str, dict[str, dict[str, pd.DataFrame]]] = {}
+    for d in dirs:
+        fold_dirs = sorted(p for p in Path(d).glob("fold*") if p.is_dir())
+        if not fold_dirs:
+            raise FusionInputError(f"{d}: no fold<k>/ folders (expected DIR/fold<k>/train.csv and test.csv)")
+        for fold_dir in fold_dirs:
+            for part in ("train", "test"):
+                path = fold_dir / f"{part}.csv"
+                if not path.exists():
+                    raise FusionInputError(f"{path} is missing")
+                folds.setdefault(fold_dir.name, {}).setdefault(part, {})[str(d)] = pd.read_csv(path, dtype={"clip_id": str})
+    expected = len(dirs)
+    for fold, parts in folds.items():
+        if any(len(sources) != expected for sources in parts.values()):
+            raise FusionInputError(f"{fold} is not present in every posterior directory")
+    return folds

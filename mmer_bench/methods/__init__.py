@@ -1,0 +1,1 @@
+"""Methods: one module per published system, each a subclass of EmotionRecognizer."""

@@ -1,0 +1,160 @@
+"""The base recognizer every method subclasses.
+
+A method declares the features it consumes and builds its layers; the base owns the rest:
+one loss and one metric set per task head, optimiser and scheduler, logging, and
+``predict_step`` returning class probabilities. A complete method::
+
+    @METHODS.register("my-mlp")
+    class MyMLP(EmotionRecognizer):
+        inputs = {"speech": "egemaps"}          # input name -> extractor name
+        scaling = {"speech": "standard"}        # fitted on the training clips of each fold
+
+        def build(self):
+            self.body = nn.Sequential(nn.Linear(self.input_dims["speech"], 64), nn.ReLU())
+            self.heads = self.task_heads(64)
+
+        def forward(self, batch):
+            return self.apply_heads(self.body(batch["inputs"]["speech"]))
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import lightning as L
+import torch
+from torch import nn
+
+from mmer_bench.tasks import ClassificationTask
+
+
+class EmotionRecognizer(L.LightningModule):
+    inputs: ClassVar[dict[str, str]] = {}
+    scaling: ClassVar[dict[str, str]] = {}
+    # Published results to show beside ours: {corpus: {"accuracy": 60.22, "source": "..."}}.
+    paper: ClassVar[dict[str, dict]] = {}
+    # Defaults of the training recipe; a method overrides what its paper used and the
+    # benchmark YAML may override again.
+    defaults: ClassVar[dict] = {}
+    base_defaults: ClassVar[dict] = {
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "optimizer": "adam",  # adam | adamw | sgd
+        "momentum": 0.9,
+        "scheduler": None,  # None | "cosine" | "step"
+        "step_size": 50,
+        "gamma": 0.9,
+        "label_smoothing": 0.0,
+        "class_weighted": False,
+        "max_epochs": 100,
+        "patience": 20,
+        "batch_size": 32,
+        "gradient_clip_val": None,
+    }
+
+    def __init__(self, tasks: tuple[ClassificationTask, ...], input_dims: dict[str, int],
+                 class_counts: dict[str, list[int]] | None = None, **hparams):
+        super().__init__()
+        unknown = set(hparams) - set(self.hparam_defaults())
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: unknown hyperparameters {sorted(unknown)}")
+        self.hp = {**self.hparam_defaults(), **hparams}
+        self.save_hyperparameters({"hp": self.hp, "input_dims": input_dims})
+        self.tasks = tuple(tasks)
+        self.input_dims = dict(input_dims)
+        for task in self.tasks:
+            counts = torch.tensor((class_counts or {}).get(task.name, [1] * task.num_classes), dtype=torch.float32)
+            # Inverse-frequency weights, normalised to mean 1 (used when class_weighted is set).
+            weights = counts.sum() / (counts.clamp(min=1) * len(counts))
+            self.register_buffer(f"class_weights_{task.name}", weights, persistent=False)
+        self.build()
+        self.metrics = nn.ModuleDict(
+            {f"{stage}_{t.name}": t.metric_collection() for stage in ("val", "test") for t in self.tasks}
+        )
+
+    @classmethod
+    def hparam_defaults(cls) -> dict:
+        return {**cls.base_defaults, **cls.defaults}
+
+    # --- what a method implements -------------------------------------------------------
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    # --- helpers for methods --------------------------------------------------------------
+    def task_heads(self, in_features: int) -> nn.ModuleDict:
+        return nn.ModuleDict({t.name: nn.Linear(in_features, t.num_classes) for t in self.tasks})
+
+    def apply_heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: head(features) for name, head in self.heads.items()}
+
+    # --- training machinery ---------------------------------------------------------------
+    def compute_loss(self, logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = 0.0
+        for task in self.tasks:
+            weights = getattr(self, f"class_weights_{task.name}") if self.hp["class_weighted"] else None
+            total = total + task.weight * task.loss(
+                logits[task.name].float(), targets[task.name], weights, self.hp["label_smoothing"]
+            )
+        return total
+
+    def training_step(self, batch, batch_idx):
+        loss = self.compute_loss(self(batch), batch["targets"])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["clip_id"]))
+        return loss
+
+    def _eval_step(self, stage: str, batch) -> torch.Tensor:
+        logits = self(batch)
+        loss = self.compute_loss(logits, batch["targets"])
+        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(batch["clip_id"]), sync_dist=True)
+        for task in self.tasks:
+            metric = self.metrics[f"{stage}_{task.name}"]
+            metric.update(logits[task.name].float(), batch["targets"][task.name])
+        return loss
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        for task in self.tasks:
+            metric = self.metrics[f"{stage}_{task.name}"]
+            for name, value in metric.compute().items():
+                self.log(f"{stage}/{task.name}/{name}", value, sync_dist=True)
+            metric.reset()
+
+    def validation_step(self, batch, batch_idx):
+        return self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self):
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch, batch_idx):
+        return self._eval_step("test", batch)
+
+    def on_test_epoch_end(self):
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch, batch_idx=0):
+        logits = self(batch)
+        return {"clip_id": batch["clip_id"], **{t: torch.softmax(v.float(), dim=-1) for t, v in logits.items()}}
+
+    def configure_optimizers(self):
+        hp = self.hp
+        params = [p for p in self.parameters() if p.requires_grad]
+        if hp["optimizer"] == "adam":
+            optimizer = torch.optim.Adam(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
+        elif hp["optimizer"] == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
+        elif hp["optimizer"] == "sgd":
+            optimizer = torch.optim.SGD(params, lr=hp["lr"], momentum=hp["momentum"], nesterov=True,
+                                        weight_decay=hp["weight_decay"])
+        else:
+            raise ValueError(f"unknown optimizer {hp['optimizer']!r}")
+        if hp["scheduler"] is None:
+            return optimizer
+        if hp["scheduler"] == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=hp["max_epochs"])
+        elif hp["scheduler"] == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=hp["step_size"], gamma=hp["gamma"])
+        else:
+            raise ValueError(f"unknown scheduler {hp['scheduler']!r}")
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

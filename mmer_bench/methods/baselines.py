@@ -1,0 +1,32 @@
+"""Simple baselines that are not tied to one paper."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from mmer_bench.methods.base import EmotionRecognizer
+from mmer_bench.registry import METHODS
+
+
+@METHODS.register("egemaps-mlp")
+class EGeMAPSMLP(EmotionRecognizer):
+    """Speech baseline: the 88 eGeMAPSv02 functionals (Eyben et al. 2016), standardised on the
+    training clips, through one hidden layer. No paper number: eGeMAPS was designed as a
+    reference feature set, and this is the plain classifier people put on it."""
+
+    inputs = {"speech": "egemaps"}
+    scaling = {"speech": "standard"}
+    defaults = {"hidden": 128, "dropout": 0.3, "lr": 1e-3, "weight_decay": 1e-4, "max_epochs": 150,
+                "patience": 30, "batch_size": 64}
+
+    def build(self):
+        self.body = nn.Sequential(
+            nn.Dropout(0.1),
+            nn.Linear(self.input_dims["speech"], self.hp["hidden"]),
+            nn.ReLU(),
+            nn.Dropout(self.hp["dropout"]),
+        )
+        self.heads = self.task_heads(self.hp["hidden"])
+
+    def forward(self, batch):
+        return self.apply_heads(self.body(batch["inputs"]["speech"]))

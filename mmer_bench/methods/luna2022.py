@@ -1,0 +1,54 @@
+"""Luna-Jimenez, Kleinlein, Griol, Callejas, Montero, Fernandez-Martinez (2022), "A proposal
+for multimodal emotion recognition using aural transformers and facial action units on RAVDESS
+dataset", Applied Sciences 12(1):327. Subject-wise 5-fold CV on RAVDESS speech clips.
+
+- ``luna2022-au-mlp``: the static facial model (Table 3: clip-mean OpenFace AUs, MLP with 80
+  hidden units, 60.22 +- 2.53% accuracy). The paper trains scikit-learn's MLPClassifier (Adam,
+  L2 1e-4, up to 200 epochs, no early stopping); here it is the same network in torch, with the
+  epoch chosen on validation actors drawn from the training folds.
+- ``luna2022-fusion``: the late fusion (Table 5: 86.70% for wav2vec2 + AU MLP + AU BiLSTM):
+  logistic regression (C=1) on MinMax-scaled concatenated posteriors, trained on the training
+  folds' posteriors.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import nn
+
+from mmer_bench.methods.base import EmotionRecognizer
+from mmer_bench.registry import METHODS
+
+
+@METHODS.register("luna2022-au-mlp")
+class Luna2022AUMLP(EmotionRecognizer):
+    inputs = {"au": "au-means"}
+    scaling = {"au": "minmax"}
+    paper = {"ravdess": {"accuracy": 60.22, "accuracy_std": 2.53,
+                         "source": "Luna-Jimenez et al. 2022, Applied Sciences 12:327, Table 3"}}
+    defaults = {"hidden": 80, "lr": 1e-3, "weight_decay": 1e-4, "max_epochs": 300, "patience": 60,
+                "batch_size": 200}
+
+    def build(self):
+        self.body = nn.Sequential(nn.Linear(self.input_dims["au"], self.hp["hidden"]), nn.ReLU())
+        self.heads = self.task_heads(self.hp["hidden"])
+
+    def forward(self, batch):
+        return self.apply_heads(self.body(batch["inputs"]["au"]))
+
+
+@METHODS.register("luna2022-fusion")
+class Luna2022Fusion:
+    """Late fusion of the posteriors of other methods of the same run (not a network: the
+    runner trains it on the training clips' posteriors after the fused methods' jobs)."""
+
+    is_fusion = True
+    inputs: ClassVar[dict[str, str]] = {}
+    paper = {"ravdess": {"accuracy": 86.70,
+                         "source": "Luna-Jimenez et al. 2022, Table 5 (wav2vec2 + AU MLP + AU BiLSTM)"}}
+    defaults: ClassVar[dict] = {"C": 1.0, "fuse": None}  # fuse: method names; None = every other method run
+
+    @classmethod
+    def hparam_defaults(cls) -> dict:
+        return dict(cls.defaults)

@@ -1,0 +1,343 @@
+"""The leaderboard runner: jobs = corpus x method x fold x seed, each a Lightning Trainer run.
+
+Every job writes its records under ``OUT/jobs/<method>/<fold>-seed<seed>/`` (results,
+predictions, a DONE marker) with atomic writes; a re-run of the same command skips finished
+jobs, and ``OUT/results.parquet``, ``OUT/predictions.parquet`` and ``OUT/leaderboard.md`` are
+rebuilt from the job records after each job, so a crash loses nothing already finished.
+Validation data (training subjects) selects the epoch; the test part is only predicted.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+
+import mmer_bench
+from mmer_bench.corpora.base import Corpus, CorpusDataModule
+from mmer_bench.features.store import FeatureStore, stable_hash
+from mmer_bench.fusion import align, fuse
+from mmer_bench.protocols import Fold
+from mmer_bench.registry import CORPORA, METHODS
+from mmer_bench.report import leaderboard_markdown
+from mmer_bench.results import write_parquet, write_text
+from mmer_bench.tasks import classification_scores
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchConfig:
+    corpus: str
+    methods: list[str] | None = None  # None: every compatible method
+    folds: list[str] | None = None  # None: every fold of the protocol
+    seeds: list[int] = field(default_factory=lambda: [0])
+    data_root: str | None = None
+    out: str = "runs/bench"
+    corpus_options: dict = field(default_factory=dict)
+    hparams: dict[str, dict] = field(default_factory=dict)  # method -> overrides
+    devices: int | str = 1
+    accelerator: str = "auto"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    loggers: list[str] = field(default_factory=lambda: ["csv", "wandb"])
+    skip_missing: bool = False
+    cache_dir: str | None = None
+    workers: int | None = None
+    publish: str | None = None  # directory for <corpus>.md and <corpus>.parquet
+    command: str = ""
+
+
+def git_commit() -> str:
+    root = Path(mmer_bench.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def is_fusion(cls) -> bool:
+    return getattr(cls, "is_fusion", False)
+
+
+def compatible_methods(corpus: Corpus, manifest: pd.DataFrame) -> list[str]:
+    available = corpus.available_features(manifest)
+    return [name for name, cls in METHODS.items() if is_fusion(cls) or set(cls.inputs.values()) <= available]
+
+
+class BestWeights(L.Callback):
+    """Keep the weights of the best validation epoch in memory and restore them after fit."""
+
+    def __init__(self, monitor: str):
+        self.monitor, self.best, self.state, self.best_epoch = monitor, -float("inf"), None, -1
+
+    def on_validation_end(self, trainer, module):
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and float(value) > self.best:
+            self.best, self.best_epoch = float(value), trainer.current_epoch
+            self.state = copy.deepcopy(module.state_dict())
+
+    def on_fit_end(self, trainer, module):
+        if self.state is not None:
+            module.load_state_dict(self.state)
+
+
+@torch.no_grad()
+def predict(model, loader) -> dict[str, dict]:
+    """Per-task probabilities and clip ids, in a plain loop (no DDP sampler padding)."""
+    model.eval()
+    out: dict[str, dict] = {}
+    device = next(model.parameters()).device
+    for batch in loader:
+        batch = move_to(batch, device)
+        pred = model.predict_step(batch)
+        for task in model.tasks:
+            entry = out.setdefault(task.name, {"clip_id": [], "probs": [], "target": []})
+            entry["clip_id"] += list(pred["clip_id"])
+            entry["probs"].append(pred[task.name].cpu().numpy())
+            entry["target"].append(batch["targets"][task.name].cpu().numpy())
+    return {t: {"clip_id": e["clip_id"], "probs": np.concatenate(e["probs"]), "target": np.concatenate(e["target"])}
+            for t, e in out.items()}
+
+
+def move_to(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    return batch
+
+
+class Runner:
+    def __init__(self, config: BenchConfig):
+        self.cfg = config
+        self.out = Path(config.out)
+        self.corpus = CORPORA.get(config.corpus)(config.data_root, **config.corpus_options)
+        self.store = FeatureStore(Path(config.cache_dir) / "features" if config.cache_dir else None)
+        self.rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0)))
+
+    # --- planning ---------------------------------------------------------------------------
+    def plan(self):
+        manifest = self.corpus.manifest()
+        folds = self.corpus.plan(manifest)  # leakage check: before anything trains
+        if self.cfg.folds:
+            unknown = set(self.cfg.folds) - {f.name for f in folds}
+            if unknown:
+                raise ValueError(f"unknown folds {sorted(unknown)}; {self.corpus.name} has {[f.name for f in folds]}")
+            folds = [f for f in folds if f.name in self.cfg.folds]
+        compatible = compatible_methods(self.corpus, manifest)
+        methods = self.cfg.methods or compatible
+        for name in methods:
+            cls = METHODS.get(name)
+            if name not in compatible:
+                available = sorted(self.corpus.available_features(manifest))
+                raise ValueError(f"{name} needs features {sorted(cls.inputs.values())}; {self.corpus.name} "
+                                 f"here offers {available}")
+        # Fusion jobs read the other methods' predictions, so they run last.
+        methods = sorted(methods, key=lambda m: is_fusion(METHODS.get(m)))
+        jobs = [(m, f, s) for m in methods for f in folds for s in self.cfg.seeds]
+        return manifest, folds, methods, jobs
+
+    def job_dir(self, method: str, fold: Fold, seed: int) -> Path:
+        return self.out / "jobs" / method / f"{fold.name}-seed{seed}"
+
+    def hparams(self, method: str) -> dict:
+        cls = METHODS.get(method)
+        overrides = self.cfg.hparams.get(method, {})
+        unknown = set(overrides) - set(cls.hparam_defaults())
+        if unknown:
+            raise ValueError(f"{method}: unknown hyperparameters {sorted(unknown)} in the benchmark config")
+        return {**cls.hparam_defaults(), **overrides}
+
+    def config_hash(self, method: str, fold: Fold, seed: int, manifest_hash: str) -> str:
+        return stable_hash({"corpus": self.corpus.name, "options": self.cfg.corpus_options, "method": method,
+                            "hp": self.hparams(method), "fold": [fold.train, fold.val, fold.test], "seed": seed,
+                            "precision": self.cfg.precision, "manifest": manifest_hash,
+                            "version": mmer_bench.__version__})
+
+    # --- running ----------------------------------------------------------------------------
+    def run(self) -> pd.DataFrame:
+        manifest, folds, methods, jobs = self.plan()
+        manifest_hash = self.corpus.manifest_hash(manifest)
+        failures = []
+        for method, fold, seed in jobs:
+            job_dir = self.job_dir(method, fold, seed)
+            config_hash = self.config_hash(method, fold, seed, manifest_hash)
+            if (job_dir / "DONE").exists():
+                done = json.loads((job_dir / "DONE").read_text())
+                if done["config_hash"] != config_hash:
+                    raise RuntimeError(
+                        f"{job_dir} holds a finished job with another configuration (corpus data, hyperparameters "
+                        "or code version changed); use a new --out directory or delete that job folder")
+                log.info("skip finished job %s %s seed %d", method, fold.name, seed)
+                continue
+            log.info("run %s %s seed %d", method, fold.name, seed)
+            try:
+                if is_fusion(METHODS.get(method)):
+                    self.run_fusion(method, methods, manifest, fold, seed, job_dir, config_hash)
+                else:
+                    self.run_training(method, manifest, fold, seed, job_dir, config_hash)
+            except Exception as exc:
+                if self.rank != 0:
+                    raise
+                failures.append((method, fold.name, seed, exc))
+                write_text(job_dir / "FAILED", traceback.format_exc())
+                log.error("job %s %s seed %d failed: %s", method, fold.name, seed, exc)
+            if self.rank == 0:
+                self.collect()
+        if failures:
+            lines = "\n".join(f"  {m} {f} seed {s}: {type(e).__name__}: {e}" for m, f, s, e in failures)
+            raise RuntimeError(f"{len(failures)} of {len(jobs)} jobs failed (finished jobs are kept):\n{lines}")
+        return pd.read_parquet(self.out / "results.parquet") if self.rank == 0 else pd.DataFrame()
+
+    def _loggers(self, job_dir: Path, job_name: str):
+        loggers = []
+        if "csv" in self.cfg.loggers:
+            loggers.append(L.pytorch.loggers.CSVLogger(job_dir, name="csv", version=""))
+        if "wandb" in self.cfg.loggers:
+            os.environ.setdefault("WANDB_MODE", "offline")  # offline unless the user configured W&B
+            os.environ.setdefault("WANDB_SILENT", "true")
+            loggers.append(L.pytorch.loggers.WandbLogger(
+                project=os.environ.get("WANDB_PROJECT", "mmer-bench"), name=job_name, group=self.corpus.name,
+                save_dir=str(self.out), config={"corpus": self.corpus.name, "job": job_name}))
+        return loggers or False
+
+    def run_training(self, method, manifest, fold, seed, job_dir, config_hash):
+        cls = METHODS.get(method)
+        hp = self.hparams(method)
+        started = time.time()
+        L.seed_everything(seed, workers=True, verbose=False)
+        dm = CorpusDataModule(self.corpus, manifest, fold, cls.inputs, cls.scaling, self.store,
+                              batch_size=hp["batch_size"], skip_missing=self.cfg.skip_missing, workers=self.cfg.workers)
+        dm.setup()
+        counts = {t.name: dm.class_counts(t.name).tolist() for t in self.corpus.tasks}
+        model = cls(self.corpus.tasks, dm.input_dims(), counts, **{k: v for k, v in hp.items()})
+        monitor = f"val/{self.corpus.tasks[0].name}/{self.corpus.primary_metric}"
+        best = BestWeights(monitor)
+        job_name = f"{self.corpus.name}/{method}/{fold.name}-seed{seed}"
+        loggers = self._loggers(job_dir, job_name)
+        trainer = L.Trainer(
+            max_epochs=hp["max_epochs"], accelerator=self.cfg.accelerator, devices=self.cfg.devices,
+            strategy=self.cfg.strategy, precision=self.cfg.precision, logger=loggers,
+            callbacks=[best, L.pytorch.callbacks.EarlyStopping(monitor, mode="max", patience=hp["patience"])],
+            gradient_clip_val=hp["gradient_clip_val"], enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1, deterministic=False,
+        )
+        trainer.fit(model, datamodule=dm)
+        train_time = time.time() - started
+        if loggers and "wandb" in self.cfg.loggers and trainer.global_rank == 0:
+            import wandb
+            wandb.finish()
+        if trainer.global_rank != 0:
+            return
+        predictions = {part: predict(model, dm.part_dataloader(part)) for part in ("train", "val", "test")}
+        n_params = sum(p.numel() for p in model.parameters())
+        info = {"best_epoch": best.best_epoch, "epochs_run": trainer.current_epoch, "train_time_s": train_time}
+        self.write_job(method, fold, seed, job_dir, config_hash, predictions, n_params, dm, started, info)
+
+    def run_fusion(self, method, methods, manifest, fold, seed, job_dir, config_hash):
+        hp = self.hparams(method)
+        sources = hp["fuse"] or [m for m in methods if not is_fusion(METHODS.get(m))]
+        if not sources:
+            raise ValueError(f"{method} has no methods to fuse in this run")
+        if self.rank != 0:
+            return
+        started = time.time()
+        tables = {}
+        for source in sources:
+            path = self.job_dir(source, fold, seed) / "predictions.parquet"
+            if not path.exists():
+                raise FileNotFoundError(f"{method} needs the predictions of {source} {fold.name} seed {seed}: {path}")
+            tables[source] = pd.read_parquet(path)
+        labels = manifest.set_index("clip_id")
+        predictions = {}
+        task = self.corpus.tasks[0]
+        aligned = {}
+        for part in ("train", "val", "test"):
+            frames = {}
+            for source, table in tables.items():
+                rows = table[(table["split"] == part) & (table["task"] == task.name)]
+                probs = np.stack(rows["probs"].to_numpy())
+                frames[source] = pd.DataFrame(probs, columns=list(task.classes)).assign(clip_id=rows["clip_id"].to_numpy())
+            aligned[part] = align(frames, task.classes, f"{fold.name} {part}")
+        train_labels = labels.loc[aligned["train"].index, task.name].to_numpy()
+        for part in ("train", "val", "test"):
+            probs = fuse(aligned["train"], train_labels, aligned[part], C=hp["C"], seed=seed)
+            ids = list(aligned[part].index)
+            predictions[part] = {task.name: {"clip_id": ids, "probs": probs,
+                                             "target": labels.loc[ids, task.name].to_numpy()}}
+        n_params = (len(sources) * task.num_classes + 1) * task.num_classes
+        info = {"fused": sources, "train_time_s": time.time() - started}
+        self.write_job(method, fold, seed, job_dir, config_hash, predictions, n_params, None, started, info)
+
+    def write_job(self, method, fold, seed, job_dir, config_hash, predictions, n_params, dm, started, info):
+        tasks = {t.name: t for t in self.corpus.tasks}
+        key = {"corpus": self.corpus.name, "method": method, "fold": fold.name, "seed": seed}
+        result_rows, pred_frames = [], []
+        for part, per_task in predictions.items():
+            for task_name, p in per_task.items():
+                for metric, value in classification_scores(tasks[task_name], p["probs"], p["target"]).items():
+                    result_rows.append({**key, "split": part, "task": task_name, "metric": metric, "value": value})
+                pred_frames.append(pd.DataFrame({
+                    **key, "split": part, "task": task_name, "clip_id": p["clip_id"], "target": p["target"],
+                    "pred": p["probs"].argmax(1), "probs": list(p["probs"].astype(np.float32))}))
+        sizes = {part: len(next(iter(per_task.values()))["clip_id"]) for part, per_task in predictions.items()}
+        provenance = {
+            "protocol": self.corpus.protocol, "git_commit": git_commit(), "config_hash": config_hash,
+            "wall_time_s": time.time() - started, "train_time_s": info["train_time_s"], "n_params": int(n_params),
+            "n_train": sizes["train"], "n_val": sizes["val"], "n_test": sizes["test"],
+            "n_skipped": len(dm.skipped) if dm else 0, "precision": self.cfg.precision,
+            "devices": str(self.cfg.devices), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": self.cfg.command,
+        }
+        results = pd.DataFrame(result_rows).assign(**provenance)
+        write_parquet(pd.concat(pred_frames, ignore_index=True), job_dir / "predictions.parquet",
+                      {"classes": {t: list(tasks[t].classes) for t in tasks}})
+        write_parquet(results, job_dir / "results.parquet")
+        details = {**provenance, **info, "hparams": self.hparams(method),
+                   "skipped": dm.skipped if dm else {}, "fold_info": fold.info}
+        write_text(job_dir / "job.json", json.dumps(details, indent=1, default=str))
+        write_text(job_dir / "DONE", json.dumps({"config_hash": config_hash}))  # last: marks the job finished
+
+    # --- collecting -------------------------------------------------------------------------
+    def collect(self) -> None:
+        result_files = sorted(self.out.glob("jobs/*/*/results.parquet"))
+        result_files = [p for p in result_files if (p.parent / "DONE").exists()]
+        if not result_files:
+            return
+        results = pd.concat([pd.read_parquet(p) for p in result_files], ignore_index=True)
+        write_parquet(results, self.out / "results.parquet")
+        preds = pd.concat([pd.read_parquet(p.parent / "predictions.parquet") for p in result_files], ignore_index=True)
+        write_parquet(preds, self.out / "predictions.parquet",
+                      {"classes": {t.name: list(t.classes) for t in self.corpus.tasks}})
+        provenance = {"command": self.cfg.command, "git_commit": git_commit(),
+                      "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        markdown = leaderboard_markdown(results, self.corpus, provenance)
+        write_text(self.out / "leaderboard.md", markdown)
+        if self.cfg.publish:
+            publish = Path(self.cfg.publish)
+            write_text(publish / f"{self.corpus.name}.md", markdown)
+            write_parquet(results, publish / f"{self.corpus.name}.parquet")
+
+
+def run_bench(config: BenchConfig) -> pd.DataFrame:
+    if not config.command:
+        config.command = " ".join(["mmer", *sys.argv[1:]]) if sys.argv else ""
+    return Runner(config).run()
