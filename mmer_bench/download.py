@@ -1,0 +1,194 @@
+"""Fetch public corpora into a data root: ``mmer download ravdess --data-root PATH``.
+
+RAVDESS comes from its Zenodo record: the record's JSON lists every archive with its size and
+md5, so each archive is streamed to ``ravdess/.downloads/NAME.part``, checked against both and
+only then renamed; a later run skips archives already there with the right checksum. Archives
+are extracted into ``DATA_ROOT/ravdess`` (they hold ``Actor_XX/`` folders at their top level).
+
+This module avoids importing torch or lightning so that the command starts at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import re
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import urljoin
+from urllib.request import Request, urlopen
+
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+ZENODO = "https://zenodo.org"
+RAVDESS_RECORD = "1188976"
+RAVDESS_PAGE = f"https://zenodo.org/record/{RAVDESS_RECORD}"
+AUDIO_ARCHIVE = "Audio_Speech_Actors_01-24.zip"
+VIDEO_ARCHIVE = re.compile(r"^Video_Speech_Actor_\d\d\.zip$")
+TIMEOUT = 30  # seconds without data before a connection counts as lost
+CHUNK = 1 << 20
+# Network failures: URLError covers refused connections and HTTP errors; the others can
+# surface mid-stream, after urlopen has returned.
+NETWORK_ERRORS = (OSError, http.client.HTTPException)
+
+# Corpora that `mmer download` cannot fetch, and what to do instead.
+NOT_DOWNLOADABLE = {
+    "meld": "MELD is public, but its download is not implemented yet: get MELD.Raw.tar.gz from "
+            "https://affective-meld.github.io/ yourself.",
+    "iemocap": "IEMOCAP is distributed under a EULA: request it at https://sail.usc.edu/iemocap/.",
+    "synthetic": "the synthetic corpus is generated on the fly: there is nothing to download.",
+}
+
+
+class DownloadError(RuntimeError):
+    """A corpus could not be fetched; the message says how to get it by hand."""
+
+
+class ChecksumError(DownloadError):
+    """A downloaded archive does not match the size or md5 its record gives."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    url: str
+    size: int
+    md5: str
+
+
+def download(corpus: str, data_root: Path, base_url: str | None = None, include_video: bool = False) -> Path:
+    """Fetch ``corpus`` into ``data_root/<corpus>`` and return that folder."""
+    if corpus == "ravdess":
+        return download_ravdess(Path(data_root), base_url or ZENODO, include_video)
+    note = NOT_DOWNLOADABLE.get(corpus, f"{corpus!r} is not a corpus that mmer download knows.")
+    raise NotImplementedError(f"mmer download can fetch: ravdess. {note}")
+
+
+def download_ravdess(data_root: Path, base_url: str, include_video: bool) -> Path:
+    root = data_root / "ravdess"
+    names = [AUDIO_ARCHIVE] + (["Video_Speech_Actor_XX.zip (01-24)"] if include_video else [])
+    hint = _manual_hint(names, root)
+    record_url = f"{base_url.rstrip('/')}/api/records/{RAVDESS_RECORD}"
+    files = _pick_ravdess_files(_fetch_record(record_url, hint), record_url, include_video, hint)
+    for remote in files:
+        safe_extract(_fetch_file(remote, root / ".downloads", hint), root)
+    if not any(root.glob("Actor_[0-9][0-9]")):
+        raise DownloadError(f"the archives held no Actor_XX folders; {hint}")
+    log.info("RAVDESS is ready under %s", root)
+    return root
+
+
+def _manual_hint(names: list[str], root: Path) -> str:
+    return (f"download {', '.join(names)} from {RAVDESS_PAGE} yourself and extract them into {root} "
+            f"so that {root}/Actor_01/03-01-01-01-01-01-01.wav (Actor_XX/...) exists")
+
+
+def _fetch_record(url: str, hint: str) -> dict:
+    try:
+        with urlopen(Request(url, headers={"Accept": "application/json"}), timeout=TIMEOUT) as response:
+            meta = json.load(response)
+    except NETWORK_ERRORS as error:
+        raise DownloadError(f"cannot reach {url} ({error}); {hint}") from error
+    except ValueError as error:  # e.g. a proxy's error page rather than the record
+        raise DownloadError(f"{url} did not return the record's JSON ({error}); {hint}") from error
+    if not isinstance(meta, dict):
+        raise DownloadError(f"{url} did not return a record object; {hint}")
+    return meta
+
+
+def _pick_ravdess_files(meta: dict, record_url: str, include_video: bool, hint: str) -> list[RemoteFile]:
+    try:
+        listed = {entry["key"]: entry for entry in meta.get("files", [])}
+        if AUDIO_ARCHIVE not in listed:
+            raise DownloadError(f"the record at {record_url} does not list {AUDIO_ARCHIVE}; {hint}")
+        wanted = [AUDIO_ARCHIVE]
+        if include_video:
+            wanted += sorted(name for name in listed if VIDEO_ARCHIVE.match(name))
+        return [_remote_file(listed[name], record_url) for name in wanted]
+    except (KeyError, TypeError, ValueError) as error:  # a record in a format we do not know
+        raise DownloadError(f"cannot read the file list of {record_url} ({error!r}); {hint}") from error
+
+
+def _remote_file(entry: dict, record_url: str) -> RemoteFile:
+    algorithm, _, digest = entry["checksum"].rpartition(":")
+    if algorithm not in ("", "md5"):
+        raise ValueError(f"{entry['key']}: the record gives a {algorithm} checksum, not md5")
+    # Links may be relative to the record; urljoin leaves absolute ones as they are.
+    return RemoteFile(entry["key"], urljoin(record_url, entry["links"]["self"]), int(entry["size"]), digest.lower())
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _is_complete(path: Path, remote: RemoteFile) -> bool:
+    # The size check first: it spares hashing a partial or foreign file.
+    return path.is_file() and path.stat().st_size == remote.size and _md5(path) == remote.md5
+
+
+def _fetch_file(remote: RemoteFile, folder: Path, hint: str) -> Path:
+    """Stream ``remote`` into ``folder``, verified; an archive already there is kept."""
+    target = folder / remote.name
+    if _is_complete(target, remote):
+        log.info("%s is already downloaded", target)
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    try:
+        md5, size = _stream(remote, part)
+    except NETWORK_ERRORS as error:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"cannot download {remote.name} from {remote.url} ({error}); {hint}") from error
+    if (md5, size) != (remote.md5, remote.size):
+        part.unlink()
+        raise ChecksumError(f"{remote.name}: expected md5 {remote.md5} ({remote.size} bytes) but got md5 {md5} "
+                            f"({size} bytes); the corrupt file was deleted, run the download again")
+    part.replace(target)  # only a verified archive ever carries the final name
+    return target
+
+
+def _stream(remote: RemoteFile, part: Path) -> tuple[str, int]:
+    """Write the remote file to ``part``; its md5 and size, computed on the way."""
+    digest, size = hashlib.md5(), 0
+    with (urlopen(remote.url, timeout=TIMEOUT) as response, open(part, "wb") as out,
+          tqdm(total=remote.size, unit="B", unit_scale=True, unit_divisor=1024, desc=remote.name) as bar):
+        for chunk in iter(lambda: response.read(CHUNK), b""):
+            out.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest(), size
+
+
+def safe_extract(archive: Path, dest: Path) -> None:
+    """Extract a zip into ``dest``, refusing members that would land outside it. Files already
+    there with the member's size are kept, so a second run does not rewrite the corpus."""
+    with zipfile.ZipFile(archive) as bundle:
+        members = bundle.infolist()
+        for member in members:
+            _check_member(member.filename, archive)
+        for member in tqdm(members, desc=f"extracting {archive.name}", unit="file", leave=False):
+            target = dest.joinpath(*PurePosixPath(member.filename).parts)
+            if member.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif not (target.is_file() and target.stat().st_size == member.file_size):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with bundle.open(member) as source, open(target, "wb") as out:
+                    shutil.copyfileobj(source, out, CHUNK)
+
+
+def _check_member(name: str, archive: Path) -> None:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", name):
+        raise DownloadError(f"{archive.name} holds an unsafe member {name!r} (absolute or with '..'); "
+                            "not extracting it")
