@@ -192,7 +192,8 @@ def cmd_leaderboard(args) -> int:
 def cmd_download(args) -> int:
     from mmer_bench.download import download
 
-    download(args.corpus, Path(args.data_root), base_url=args.base_url, include_video=args.video)
+    folder = download(args.corpus, Path(args.data_root), base_url=args.base_url, include_video=args.video)
+    print(f"{args.corpus} is ready under {folder}")
     return 0
 
 

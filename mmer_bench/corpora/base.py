@@ -84,8 +84,9 @@ class Corpus:
     @staticmethod
     def manifest_hash(manifest: pd.DataFrame) -> str:
         media = [c for c in manifest.columns if c.endswith("_path")]
-        rows = manifest[["clip_id", *media]].astype(str).to_numpy().tolist()
-        sizes = [[Path(p).stat().st_size if Path(p).is_file() else -1 for p in row[1:]] for row in rows]
+        rows = [[v if isinstance(v, str) else "" for v in row] for row in manifest[["clip_id", *media]].to_numpy().tolist()]
+        # File sizes catch a re-encoded or truncated file without hashing every byte.
+        sizes = [[Path(p).stat().st_size if p and Path(p).is_file() else -1 for p in row[1:]] for row in rows]
         return stable_hash([rows, sizes])
 
     def labels_for(self, clip_ids: list[str], task: str) -> np.ndarray:
