@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +38,11 @@ from mmer_bench.results import write_parquet, write_text
 from mmer_bench.tasks import classification_scores
 
 log = logging.getLogger(__name__)
+# Lightning announces hardware and tips at INFO for every Trainer: one line per job is enough.
+for _name in ("lightning.pytorch", "lightning.fabric"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 
 
 @dataclass
@@ -223,34 +229,53 @@ class Runner:
         cls = METHODS.get(method)
         hp = self.hparams(method)
         started = time.time()
+        if hp["patience"] is None:
+            # A fixed epoch budget, as papers without a validation set train: on train + val
+            # when refit is set (every training subject), else on train alone.
+            trained = Fold(fold.name, fold.train + fold.val, fold.val, fold.test, fold.info) if hp["refit"] else fold
+            model, dm, trainer = self.fit(cls, hp, manifest, trained, seed, job_dir, hp["max_epochs"], [])
+            info = {"epochs_run": trainer.current_epoch, "selection": "fixed epoch budget"}
+        else:
+            monitor = f"val/{self.corpus.tasks[0].name}/{self.corpus.primary_metric}"
+            best = BestWeights(monitor)
+            callbacks = [best, L.pytorch.callbacks.EarlyStopping(monitor, mode="max", patience=hp["patience"])]
+            model, dm, trainer = self.fit(cls, hp, manifest, fold, seed, job_dir, hp["max_epochs"], callbacks)
+            info = {"best_epoch": best.best_epoch, "epochs_run": trainer.current_epoch, "best_val": best.best,
+                    "selection": f"best {monitor}"}
+            if hp["refit"]:
+                # Validation chose the epoch count; now train on every training subject for it.
+                merged = Fold(fold.name, fold.train + fold.val, fold.val, fold.test, fold.info)
+                model, dm, trainer = self.fit(cls, hp, manifest, merged, seed, job_dir / "refit",
+                                              best.best_epoch + 1, [])
+                info["refit_epochs"] = best.best_epoch + 1
+        info["train_time_s"] = time.time() - started
+        if trainer.global_rank != 0:
+            return
+        predictions = {part: predict(model, dm.part_dataloader(part)) for part in ("train", "val", "test")}
+        n_params = sum(p.numel() for p in model.parameters())
+        self.write_job(method, fold, seed, job_dir, config_hash, predictions, n_params, dm, started, info)
+
+    def fit(self, cls, hp, manifest, fold, seed, log_dir, max_epochs, callbacks):
         L.seed_everything(seed, workers=True, verbose=False)
         dm = CorpusDataModule(self.corpus, manifest, fold, cls.inputs, cls.scaling, self.store,
                               batch_size=hp["batch_size"], skip_missing=self.cfg.skip_missing, workers=self.cfg.workers)
         dm.setup()
         counts = {t.name: dm.class_counts(t.name).tolist() for t in self.corpus.tasks}
-        model = cls(self.corpus.tasks, dm.input_dims(), counts, **{k: v for k, v in hp.items()})
-        monitor = f"val/{self.corpus.tasks[0].name}/{self.corpus.primary_metric}"
-        best = BestWeights(monitor)
-        job_name = f"{self.corpus.name}/{method}/{fold.name}-seed{seed}"
-        loggers = self._loggers(job_dir, job_name)
+        model = cls(self.corpus.tasks, dm.input_dims(), counts, **hp)
+        job_name = f"{self.corpus.name}/{cls.registry_name}/{fold.name}-seed{seed}"
+        loggers = self._loggers(log_dir, job_name)
         trainer = L.Trainer(
-            max_epochs=hp["max_epochs"], accelerator=self.cfg.accelerator, devices=self.cfg.devices,
-            strategy=self.cfg.strategy, precision=self.cfg.precision, logger=loggers,
-            callbacks=[best, L.pytorch.callbacks.EarlyStopping(monitor, mode="max", patience=hp["patience"])],
+            max_epochs=max_epochs, accelerator=self.cfg.accelerator, devices=self.cfg.devices,
+            strategy=self.cfg.strategy, precision=self.cfg.precision, logger=loggers, callbacks=callbacks,
             gradient_clip_val=hp["gradient_clip_val"], enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1, deterministic=False,
+            enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
         )
         trainer.fit(model, datamodule=dm)
-        train_time = time.time() - started
         if loggers and "wandb" in self.cfg.loggers and trainer.global_rank == 0:
             import wandb
+
             wandb.finish()
-        if trainer.global_rank != 0:
-            return
-        predictions = {part: predict(model, dm.part_dataloader(part)) for part in ("train", "val", "test")}
-        n_params = sum(p.numel() for p in model.parameters())
-        info = {"best_epoch": best.best_epoch, "epochs_run": trainer.current_epoch, "train_time_s": train_time}
-        self.write_job(method, fold, seed, job_dir, config_hash, predictions, n_params, dm, started, info)
+        return model, dm, trainer
 
     def run_fusion(self, method, methods, manifest, fold, seed, job_dir, config_hash):
         hp = self.hparams(method)

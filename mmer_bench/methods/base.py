@@ -47,9 +47,13 @@ class EmotionRecognizer(L.LightningModule):
         "label_smoothing": 0.0,
         "class_weighted": False,
         "max_epochs": 100,
-        "patience": 20,
+        "patience": 20,  # None: no early stopping, train max_epochs (no validation selection)
         "batch_size": 32,
         "gradient_clip_val": None,
+        # After validation has chosen the epoch count, train a fresh model on train + val for
+        # that many epochs (the test part still chooses nothing; val scores are then in-sample).
+        # With patience None: train on train + val for max_epochs.
+        "refit": False,
     }
 
     def __init__(self, tasks: tuple[ClassificationTask, ...], input_dims: dict[str, int],

@@ -17,7 +17,7 @@ class EGeMAPSMLP(EmotionRecognizer):
     inputs = {"speech": "egemaps"}
     scaling = {"speech": "standard"}
     defaults = {"hidden": 128, "dropout": 0.3, "lr": 1e-3, "weight_decay": 1e-4, "max_epochs": 150,
-                "patience": 30, "batch_size": 64}
+                "patience": 30, "batch_size": 64, "refit": True}
 
     def build(self):
         self.body = nn.Sequential(

@@ -1,0 +1,135 @@
+"""The runner end to end on the synthetic corpus: learning, resume, crash safety, reports."""
+
+import json
+import subprocess
+import sys
+
+import lightning as L
+import pandas as pd
+import pytest
+
+from mmer_bench.runner import BenchConfig, run_bench
+
+METHODS = ["luna2022-au-mlp", "egemaps-mlp", "luna2022-fusion"]
+
+
+def config(out, **kw):
+    return BenchConfig(corpus="synthetic", methods=METHODS, out=str(out), loggers=["csv"], workers=2, **kw)
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    results = run_bench(config(out, publish=str(out / "published")))
+    return out, results
+
+
+def test_methods_learn_clearly_above_chance(synthetic_run):
+    _, results = synthetic_run
+    test = results[(results["split"] == "test") & (results["metric"] == "accuracy")]
+    means = test.groupby("method")["value"].mean()
+    assert set(means.index) == set(METHODS)
+    assert len(test) == 3 * 3  # 3 methods x 3 folds x 1 seed
+    chance = 1 / 6
+    for method, accuracy in means.items():
+        assert accuracy > chance + 0.25, f"{method} only reaches {accuracy:.2f}"
+
+
+def test_results_schema_and_provenance(synthetic_run):
+    out, results = synthetic_run
+    for column in ["corpus", "method", "fold", "seed", "split", "task", "metric", "value", "git_commit",
+                   "config_hash", "wall_time_s", "n_params", "protocol"]:
+        assert column in results.columns
+    assert set(results["metric"]) == {"accuracy", "uar", "macro_f1", "weighted_f1"}
+    preds = pd.read_parquet(out / "predictions.parquet")
+    test = preds[(preds["split"] == "test") & (preds["method"] == "egemaps-mlp")]
+    assert test["clip_id"].is_unique is False or len(test) == 288  # every clip tested exactly once over folds
+    assert len(test) == 288 and test["clip_id"].nunique() == 288
+    assert abs(test["probs"].map(sum).mean() - 1) < 1e-4
+    # Accuracy in results.parquet is recomputable from the stored predictions.
+    fold0 = test[test["fold"] == "fold0"]
+    stored = results.query("method == 'egemaps-mlp' and fold == 'fold0' and split == 'test' and metric == 'accuracy'")
+    assert abs((fold0["pred"] == fold0["target"]).mean() - stored["value"].item()) < 1e-6
+
+
+def test_leaderboard_rendered(synthetic_run):
+    out, _ = synthetic_run
+    text = (out / "published" / "synthetic.md").read_text()
+    assert text == (out / "leaderboard.md").read_text()
+    for method in METHODS:
+        assert f"| {method} |" in text
+    assert "Protocol: subject-wise" in text and "95%" in text
+    assert pd.read_parquet(out / "published" / "synthetic.parquet").shape[0] > 0
+
+
+def test_rerun_skips_finished_jobs(synthetic_run, monkeypatch):
+    out, _ = synthetic_run
+    done = {p: p.stat().st_mtime_ns for p in out.glob("jobs/*/*/DONE")}
+    assert len(done) == 9
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished job was trained again")
+
+    monkeypatch.setattr(L.Trainer, "fit", no_training)
+    run_bench(config(out))
+    assert {p: p.stat().st_mtime_ns for p in out.glob("jobs/*/*/DONE")} == done
+
+
+def test_interrupted_bench_resumes_without_losing_work(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    fits = []
+    real_fit = L.Trainer.fit
+
+    def crashing_fit(self, model, *args, **kwargs):
+        fits.append(type(model).__name__)
+        if len(fits) == 2:
+            raise RuntimeError("simulated crash (out of memory, pre-emption, ...)")
+        return real_fit(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "fit", crashing_fit)
+    cfg = config(out, folds=["fold0", "fold1"])
+    cfg.methods = ["luna2022-au-mlp"]
+    with pytest.raises(RuntimeError, match="1 of 2 jobs failed"):
+        run_bench(cfg)
+    assert (out / "jobs/luna2022-au-mlp/fold0-seed0/DONE").exists()
+    assert (out / "jobs/luna2022-au-mlp/fold1-seed0/FAILED").exists()
+    kept = pd.read_parquet(out / "results.parquet")
+    assert set(kept["fold"]) == {"fold0"}  # the finished job is in the results already
+
+    fits.clear()
+    monkeypatch.setattr(L.Trainer, "fit", lambda self, model, *a, **k: fits.append(1) or real_fit(self, model, *a, **k))
+    results = run_bench(cfg)
+    assert len(fits) == 1  # only the failed job ran again
+    assert set(results["fold"]) == {"fold0", "fold1"}
+
+
+def test_changed_config_is_not_mixed_with_old_results(synthetic_run):
+    out, _ = synthetic_run
+    cfg = config(out)
+    cfg.hparams = {"egemaps-mlp": {"hidden": 16}}
+    with pytest.raises(RuntimeError, match="another configuration"):
+        run_bench(cfg)
+
+
+def test_wandb_offline_logging(tmp_path):
+    cfg = BenchConfig(corpus="synthetic", methods=["luna2022-au-mlp"], folds=["fold0"], out=str(tmp_path),
+                      loggers=["wandb", "csv"], hparams={"luna2022-au-mlp": {"max_epochs": 3}})
+    run_bench(cfg)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    metrics = pd.read_csv(tmp_path / "jobs/luna2022-au-mlp/fold0-seed0/csv/metrics.csv")
+    assert "val/emotion/accuracy" in metrics.columns
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp(tmp_path):
+    command = [sys.executable, "-m", "mmer_bench.cli", "bench", "synthetic", "--methods", "luna2022-au-mlp",
+               "--folds", "fold0", "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu",
+               "--loggers", "csv", "--max-epochs", "20", "--out", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads((tmp_path / "jobs/luna2022-au-mlp/fold0-seed0/job.json").read_text())
+    assert info["devices"] == "2"
+    results = pd.read_parquet(tmp_path / "results.parquet")
+    accuracy = results.query("split == 'test' and metric == 'accuracy'")["value"].item()
+    assert accuracy > 1 / 6 + 0.15
