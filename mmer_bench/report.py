@@ -19,16 +19,20 @@ def _pct(mean: float, std: float, ci: float) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f} [{100 * low:.2f}, {100 * high:.2f}]"
 
 
-def _paper(method: str, corpus: str, metric: str) -> str:
+def _paper_entry(method: str, corpus: str) -> dict:
     try:
-        cls = METHODS.get(method)
+        return getattr(METHODS.get(method), "paper", {}).get(corpus, {})
     except KeyError:
-        return ""
-    entry = getattr(cls, "paper", {}).get(corpus, {})
+        return {}
+
+
+def _paper(method: str, corpus: str, metric: str, notes: list[str]) -> str:
+    entry = _paper_entry(method, corpus)
     if metric not in entry:
         return ""
     std = entry.get(f"{metric}_std")
-    return f"{entry[metric]:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+    notes.append(f"{method}: {entry['source']}" + (f"; {entry['note']}" if "note" in entry else ""))
+    return f"{entry[metric]:.2f}" + (f" ± {std:.2f}" if std is not None else "") + f" [{len(notes)}]"
 
 
 def leaderboard_markdown(results: pd.DataFrame, corpus, provenance: dict) -> str:
@@ -54,17 +58,20 @@ def leaderboard_markdown(results: pd.DataFrame, corpus, provenance: dict) -> str
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
+    notes: list[str] = []
     for row in table.to_dict("records"):
         cells = [row["method"]]
         for m in metrics:
             cells.append(_pct(row[m], row[f"{m}_std"], row[f"{m}_ci"]) if m in row else "")
         cells += [
-            _paper(row["method"], corpus.name, primary),
+            _paper(row["method"], corpus.name, primary, notes),
             f"{row['runs']} ({row['folds']} folds x {row['seeds']} seeds)",
             f"{row['n_params']:,}",
             f"{row['train_time_s']:.1f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", "Paper numbers:"] + [f"[{i}] {note}" for i, note in enumerate(notes, start=1)]
     skipped = results.drop_duplicates(["method", "fold", "seed"])["n_skipped"].sum()
     if skipped:
         lines += ["", f"Clips skipped for missing or unreadable features (summed over jobs): {int(skipped)}"]

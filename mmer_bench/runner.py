@@ -269,6 +269,8 @@ class Runner:
             strategy=self.cfg.strategy, precision=self.cfg.precision, logger=loggers, callbacks=callbacks,
             gradient_clip_val=hp["gradient_clip_val"], enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
+            # Without epoch selection, validating every epoch only costs time: score it once at the end.
+            check_val_every_n_epoch=1 if callbacks else max_epochs,
         )
         trainer.fit(model, datamodule=dm)
         if loggers and "wandb" in self.cfg.loggers and trainer.global_rank == 0:

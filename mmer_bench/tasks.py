@@ -50,7 +50,7 @@ class ClassificationTask:
 def classification_scores(task: ClassificationTask, probs: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """Metrics of a finished set of predictions, with the same torchmetrics as training."""
     metrics = task.metric_collection()
-    values = metrics(torch.as_tensor(probs, dtype=torch.float32), torch.as_tensor(target, dtype=torch.long))
+    values = metrics(torch.tensor(np.asarray(probs), dtype=torch.float32), torch.tensor(np.asarray(target), dtype=torch.long))
     return {k: float(v) for k, v in values.items()}
 
 

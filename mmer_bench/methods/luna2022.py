@@ -48,7 +48,8 @@ class Luna2022Fusion:
     is_fusion = True
     inputs: ClassVar[dict[str, str]] = {}
     paper = {"ravdess": {"accuracy": 86.70,
-                         "source": "Luna-Jimenez et al. 2022, Table 5 (wav2vec2 + AU MLP + AU BiLSTM)"}}
+                         "source": "Luna-Jimenez et al. 2022, Table 5",
+                         "note": "fuses fine-tuned wav2vec2 + AU MLP + AU BiLSTM; our row fuses the methods of this run"}}
     defaults: ClassVar[dict] = {"C": 1.0, "fuse": None}  # fuse: method names; None = every other method run
 
     @classmethod
