@@ -35,7 +35,7 @@ from mmer_bench.protocols import Fold
 from mmer_bench.registry import CORPORA, METHODS
 from mmer_bench.report import leaderboard_markdown
 from mmer_bench.results import write_parquet, write_text
-from mmer_bench.tasks import classification_scores
+from mmer_bench.tasks import classification_scores, confusion
 
 log = logging.getLogger(__name__)
 # Lightning announces hardware and tips at INFO for every Trainer: one line per job is enough.
@@ -338,7 +338,9 @@ class Runner:
         write_parquet(pd.concat(pred_frames, ignore_index=True), job_dir / "predictions.parquet",
                       {"classes": {t: list(tasks[t].classes) for t in tasks}})
         write_parquet(results, job_dir / "results.parquet")
-        details = {**provenance, **info, "hparams": self.hparams(method),
+        test = predictions["test"]
+        confusions = {t: confusion(tasks[t], p["probs"], p["target"]).tolist() for t, p in test.items()}
+        details = {**provenance, **info, "hparams": self.hparams(method), "test_confusion": confusions,
                    "skipped": dm.skipped if dm else {}, "fold_info": fold.info}
         write_text(job_dir / "job.json", json.dumps(details, indent=1, default=str))
         write_text(job_dir / "DONE", json.dumps({"config_hash": config_hash}))  # last: marks the job finished
