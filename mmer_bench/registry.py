@@ -52,6 +52,7 @@ _BUILTIN_MODULES = (
     "mmer_bench.corpora.meld",
     "mmer_bench.features.audio",
     "mmer_bench.features.face",
+    "mmer_bench.features.text",
     "mmer_bench.methods.baselines",
     "mmer_bench.methods.luna2022",
 )
