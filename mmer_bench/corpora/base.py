@@ -87,7 +87,9 @@ class Corpus:
         rows = [[v if isinstance(v, str) else "" for v in row] for row in manifest[["clip_id", *media]].to_numpy().tolist()]
         # File sizes catch a re-encoded or truncated file without hashing every byte.
         sizes = [[Path(p).stat().st_size if p and Path(p).is_file() else -1 for p in row[1:]] for row in rows]
-        return stable_hash([rows, sizes])
+        # A transcript lives in the manifest itself, not in a file: hash its content.
+        texts = [t if isinstance(t, str) else "" for t in manifest["text"]] if "text" in manifest.columns else []
+        return stable_hash([rows, sizes, texts] if texts else [rows, sizes])
 
     def labels_for(self, clip_ids: list[str], task: str) -> np.ndarray:
         """Integer labels of clips (from the manifest; corpora whose ids encode labels override)."""

@@ -30,3 +30,28 @@ class EGeMAPSMLP(EmotionRecognizer):
 
     def forward(self, batch):
         return self.apply_heads(self.body(batch["inputs"]["speech"]))
+
+
+@METHODS.register("text-mlp")
+class TextMLP(EmotionRecognizer):
+    """Text baseline: the MiniLM sentence embedding of the transcript, standardised on the
+    training clips, through one hidden layer, with one head per task of the corpus (on MELD:
+    emotion and sentiment, trained jointly). No paper number: it is the plain classifier on a
+    frozen sentence encoder that text-only results are measured against."""
+
+    inputs = {"text": "minilm"}
+    scaling = {"text": "standard"}
+    defaults = {"hidden": 256, "dropout": 0.3, "lr": 1e-3, "weight_decay": 1e-4, "max_epochs": 100,
+                "patience": 15, "batch_size": 64}
+
+    def build(self):
+        self.body = nn.Sequential(
+            nn.Dropout(0.1),
+            nn.Linear(self.input_dims["text"], self.hp["hidden"]),
+            nn.ReLU(),
+            nn.Dropout(self.hp["dropout"]),
+        )
+        self.heads = self.task_heads(self.hp["hidden"])
+
+    def forward(self, batch):
+        return self.apply_heads(self.body(batch["inputs"]["text"]))
