@@ -57,3 +57,13 @@ def make_ravdess(root: Path, actors=range(1, 25), emotions=(1, 5), audio_ext=".w
         if song:
             write_tone(folder / f"03-02-01-01-01-01-{actor:02d}{audio_ext}")
     return root
+
+
+@pytest.fixture(scope="session")
+def timm_module():
+    """timm from the `vision` extra, or a skip (a failure when MMER_REQUIRE_VISION=1)."""
+    try:
+        import timm
+    except Exception as exc:  # ImportError, or torchvision's operator error without a matching build
+        _require("MMER_REQUIRE_VISION", f"the vision extra is not usable here: {type(exc).__name__}: {exc}")
+    return timm
