@@ -123,6 +123,26 @@ def predict(model, loader) -> dict[str, dict]:
             for t, e in out.items()}
 
 
+def predict_fold(model, dm: CorpusDataModule, fold: Fold) -> dict[str, dict]:
+    """Predictions per part of the *original* fold, also when the model was refit on train + val
+    (its data module then merges them), so every method of a run predicts the same clips."""
+    by_clip: dict[str, dict[str, tuple]] = {}
+    for part in ("train", "val", "test"):
+        for task, p in predict(model, dm.part_dataloader(part)).items():
+            for clip, probs, target in zip(p["clip_id"], p["probs"], p["target"]):
+                by_clip.setdefault(task, {})[clip] = (probs, target)
+    out: dict[str, dict] = {}
+    for part, ids in fold.parts().items():
+        for task, clips in by_clip.items():
+            kept = [c for c in ids if c in clips]  # clips skipped for missing features are absent
+            out.setdefault(part, {})[task] = {
+                "clip_id": kept,
+                "probs": np.stack([clips[c][0] for c in kept]),
+                "target": np.array([clips[c][1] for c in kept]),
+            }
+    return out
+
+
 def move_to(batch, device):
     if isinstance(batch, torch.Tensor):
         return batch.to(device)
@@ -251,7 +271,7 @@ class Runner:
         info["train_time_s"] = time.time() - started
         if trainer.global_rank != 0:
             return
-        predictions = {part: predict(model, dm.part_dataloader(part)) for part in ("train", "val", "test")}
+        predictions = predict_fold(model, dm, fold)
         n_params = sum(p.numel() for p in model.parameters())
         self.write_job(method, fold, seed, job_dir, config_hash, predictions, n_params, dm, started, info)
 

@@ -10,7 +10,7 @@ import pytest
 
 from mmer_bench.runner import BenchConfig, run_bench
 
-METHODS = ["luna2022-au-mlp", "egemaps-mlp", "luna2022-fusion"]
+METHODS = ["luna2022-au-mlp", "egemaps-mlp", "text-mlp", "luna2022-fusion"]
 
 
 def config(out, **kw):
@@ -29,7 +29,7 @@ def test_methods_learn_clearly_above_chance(synthetic_run):
     test = results[(results["split"] == "test") & (results["metric"] == "accuracy")]
     means = test.groupby("method")["value"].mean()
     assert set(means.index) == set(METHODS)
-    assert len(test) == 3 * 3  # 3 methods x 3 folds x 1 seed
+    assert len(test) == 4 * 3  # 4 methods x 3 folds x 1 seed
     chance = 1 / 6
     for method, accuracy in means.items():
         assert accuracy > chance + 0.25, f"{method} only reaches {accuracy:.2f}"
@@ -66,7 +66,7 @@ def test_leaderboard_rendered(synthetic_run):
 def test_rerun_skips_finished_jobs(synthetic_run, monkeypatch):
     out, _ = synthetic_run
     done = {p: p.stat().st_mtime_ns for p in out.glob("jobs/*/*/DONE")}
-    assert len(done) == 9
+    assert len(done) == 12
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished job was trained again")
@@ -134,3 +134,11 @@ def test_two_process_cpu_ddp(tmp_path):
     results = pd.read_parquet(tmp_path / "results.parquet")
     accuracy = results.query("split == 'test' and metric == 'accuracy'")["value"].item()
     assert accuracy > 1 / 6 + 0.15
+
+
+def test_every_method_predicts_the_same_clips_per_part(synthetic_run):
+    """Refit methods train on train + val, yet their train/val/test predictions follow the fold."""
+    out, _ = synthetic_run
+    preds = pd.read_parquet(out / "predictions.parquet")
+    parts = preds.groupby(["method", "fold", "split"])["clip_id"].apply(frozenset).unstack("method")
+    assert (parts.nunique(axis=1) == 1).all()
