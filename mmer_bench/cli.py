@@ -103,10 +103,8 @@ def cmd_bench(args) -> int:
         cache_dir=args.cache_dir,
         workers=args.workers,
         publish=args.publish,
+        max_epochs=args.max_epochs,
     )
-    if args.max_epochs:
-        for method in config.methods or []:
-            config.hparams.setdefault(method, {})["max_epochs"] = args.max_epochs
     results = run_bench(config)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         print((Path(config.out) / "leaderboard.md").read_text())

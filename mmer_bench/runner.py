@@ -64,6 +64,7 @@ class BenchConfig:
     cache_dir: str | None = None
     workers: int | None = None
     publish: str | None = None  # directory for <corpus>.md and <corpus>.parquet
+    max_epochs: int | None = None  # overrides every trained method's epoch budget (quick runs)
     command: str = ""
 
 
@@ -190,7 +191,10 @@ class Runner:
         unknown = set(overrides) - set(cls.hparam_defaults())
         if unknown:
             raise ValueError(f"{method}: unknown hyperparameters {sorted(unknown)} in the benchmark config")
-        return {**cls.hparam_defaults(), **overrides}
+        hp = {**cls.hparam_defaults(), **overrides}
+        if self.cfg.max_epochs and "max_epochs" in hp:
+            hp["max_epochs"] = self.cfg.max_epochs
+        return hp
 
     def config_hash(self, method: str, fold: Fold, seed: int, manifest_hash: str) -> str:
         return stable_hash({"corpus": self.corpus.name, "options": self.cfg.corpus_options, "method": method,

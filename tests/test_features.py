@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-
 from conftest import make_ravdess, write_tone
+
 from mmer_bench.corpora.base import CorpusDataModule
 from mmer_bench.corpora.ravdess import Ravdess
 from mmer_bench.features.audio import EGeMAPSFunctionals, EGeMAPSLLDs, LogMel

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_ravdess
+
 from mmer_bench.corpora.base import CorpusNotFoundError
 from mmer_bench.corpora.ravdess import EMOTIONS, PUBLISHED_FOLDS, Ravdess, RavdessNameError, parse_name
 
