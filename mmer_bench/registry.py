@@ -51,6 +51,7 @@ _BUILTIN_MODULES = (
     "mmer_bench.corpora.ravdess",
     "mmer_bench.corpora.meld",
     "mmer_bench.features.audio",
+    "mmer_bench.features.audio_models",
     "mmer_bench.features.face",
     "mmer_bench.features.text",
     "mmer_bench.methods.baselines",

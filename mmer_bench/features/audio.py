@@ -1,12 +1,18 @@
-"""Audio extractors: log-mel frames and openSMILE eGeMAPSv02 functionals / LLDs."""
+"""Audio extractors: log-mel frames, openSMILE eGeMAPSv02 / ComParE 2016 functionals and LLDs,
+and the 34 short-term features of the MELD audio baseline.
+
+``load_audio`` reads audio files with soundfile and the audio track of video files with PyAV.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from scipy.fft import dct
 from scipy.signal import resample_poly
 
 from mmer_bench.features.base import Extractor
@@ -17,13 +23,20 @@ class AudioError(ValueError):
     pass
 
 
+# Containers whose audio track is decoded with PyAV (libsndfile reads none of them).
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".m4a", ".mov", ".mkv", ".webm", ".avi"})
+
+
 def load_audio(path: str, sample_rate: int = 16000) -> np.ndarray:
-    """Mono float32 samples at ``sample_rate``; raises AudioError naming the file if unusable."""
-    try:
-        samples, rate = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as exc:
-        raise AudioError(f"cannot decode audio ({exc})") from exc
-    samples = samples.mean(axis=1)
+    """Mono float32 samples at ``sample_rate``; raises AudioError naming the file if unusable.
+
+    Audio files are read with soundfile, video files (VIDEO_SUFFIXES) through their first audio
+    track with PyAV. Channels are averaged and the rate converted the same way for both.
+    """
+    if Path(path).suffix.lower() in VIDEO_SUFFIXES:
+        samples, rate = _decode_audio_track(path)
+    else:
+        samples, rate = _read_audio_file(path)
     if samples.size == 0:
         raise AudioError("the audio file holds no samples")
     if rate != sample_rate:
@@ -32,6 +45,41 @@ def load_audio(path: str, sample_rate: int = 16000) -> np.ndarray:
     if not np.any(np.abs(samples) > 1e-6):
         raise AudioError("the audio is silent (all samples are zero)")
     return samples
+
+
+def _read_audio_file(path: str) -> tuple[np.ndarray, int]:
+    try:
+        samples, rate = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioError(f"cannot decode audio ({exc})") from exc
+    return samples.mean(axis=1), rate
+
+
+def _decode_audio_track(path: str) -> tuple[np.ndarray, int]:
+    import av  # imported lazily: only video inputs need it
+
+    try:
+        container = av.open(path)
+    except Exception as exc:
+        raise AudioError(f"cannot decode audio: not a readable media file ({exc})") from exc
+    with container:
+        if not container.streams.audio:
+            raise AudioError("the video file has no audio track")
+        stream = container.streams.audio[0]
+        rate = stream.rate
+        # Planar float at the track's own layout and rate: channels are averaged and resampled
+        # below exactly as for audio files (libswresample's downmix would scale them instead).
+        resampler = av.AudioResampler(format="fltp")
+        chunks = []
+        try:
+            for frame in container.decode(stream):
+                chunks.extend(f.to_ndarray() for f in resampler.resample(frame))
+            chunks.extend(f.to_ndarray() for f in resampler.resample(None))
+        except av.FFmpegError as exc:
+            raise AudioError(f"cannot decode audio: the audio track is damaged ({exc})") from exc
+    if not chunks:
+        raise AudioError("the video file's audio track holds no samples")
+    return np.concatenate(chunks, axis=1).mean(axis=0).astype(np.float32), rate
 
 
 @lru_cache(maxsize=8)
@@ -90,15 +138,20 @@ def _smile(feature_set: str, level: str):
 @EXTRACTORS.register("egemaps")
 @dataclass
 class EGeMAPSFunctionals(Extractor):
-    """eGeMAPSv02 functionals (88 per clip) from openSMILE."""
+    """eGeMAPSv02 functionals (88 per clip) from openSMILE.
+
+    Subclasses pick another openSMILE ``feature_set`` and ``level`` (class attributes, so they
+    do not enter the cache key: each subclass has its own registered name).
+    """
 
     sample_rate: int = 16000
     kind = "vector"
+    feature_set = "eGeMAPSv02"
     level = "Functionals"
 
     def extract_clip(self, path: str) -> np.ndarray:
         audio = load_audio(path, self.sample_rate)
-        frame = _smile("eGeMAPSv02", self.level).process_signal(audio, self.sample_rate)
+        frame = _smile(self.feature_set, self.level).process_signal(audio, self.sample_rate)
         out = frame.to_numpy(dtype=np.float32)
         return out[0] if self.kind == "vector" else out
 
@@ -110,3 +163,138 @@ class EGeMAPSLLDs(EGeMAPSFunctionals):
 
     kind = "sequence"
     level = "LowLevelDescriptors"
+
+
+@EXTRACTORS.register("compare")
+@dataclass
+class ComParEFunctionals(EGeMAPSFunctionals):
+    """ComParE 2016 functionals (6373 per clip) from openSMILE."""
+
+    feature_set = "ComParE_2016"
+
+
+@EXTRACTORS.register("compare-lld")
+@dataclass
+class ComParELLDs(ComParEFunctionals):
+    """ComParE 2016 low-level descriptors (65 per 10 ms frame) from openSMILE."""
+
+    kind = "sequence"
+    level = "LowLevelDescriptors"
+
+
+# The MELD audio baseline's 34 short-term features, in pyAudioAnalysis's order. Our own numpy
+# implementation of the published definitions (see MeldAudio34), not a dependency on that toolkit.
+MELD_AUDIO34_NAMES = (
+    ["zcr", "energy", "energy_entropy", "spectral_centroid", "spectral_spread", "spectral_entropy",
+     "spectral_flux", "spectral_rolloff"]
+    + [f"mfcc_{i}" for i in range(1, 14)]
+    + [f"chroma_{i}" for i in range(1, 13)]
+    + ["chroma_std"]
+)
+_EPS = 1e-10
+
+
+def _entropy_of_parts(values: np.ndarray, parts: int) -> np.ndarray:
+    """Shannon entropy (bits) of each row's energy shares over ``parts`` equal blocks."""
+    usable = values.shape[1] // parts * parts
+    blocks = values[:, :usable].reshape(len(values), parts, -1).sum(axis=2)
+    shares = blocks / (blocks.sum(axis=1, keepdims=True) + _EPS)
+    return -(shares * np.log2(shares + _EPS)).sum(axis=1)
+
+
+@lru_cache(maxsize=4)
+def _auditory_filterbank(sample_rate: int, n_bins: int) -> np.ndarray:
+    """40 triangular filters, 13 linearly spaced (66.7 Hz apart from 133.3 Hz) then 27 spaced by
+    a constant ratio (1.0711703), each of unit area: the MFCC filterbank of Slaney's Auditory
+    Toolbox that pyAudioAnalysis uses. Shape (40, n_bins) over bins k * sample_rate / (2 n_bins).
+    """
+    linear = 133.33 + 200.0 / 3.0 * np.arange(14)
+    edges = np.concatenate([linear, linear[-1] * 1.0711703 ** np.arange(1, 29)])  # 42 edges
+    freqs = np.arange(n_bins) * sample_rate / (2.0 * n_bins)
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (freqs - lower) / (centre - lower)
+    falling = (upper - freqs) / (upper - centre)
+    return (np.maximum(0.0, np.minimum(rising, falling)) * 2.0 / (upper - lower)).astype(np.float64)
+
+
+@lru_cache(maxsize=4)
+def _chroma_classes(sample_rate: int, n_bins: int) -> np.ndarray:
+    """Pitch class (0 = A) of each FFT bin above DC; -1 for the DC bin."""
+    freqs = np.arange(n_bins) * sample_rate / (2.0 * n_bins)
+    classes = np.full(n_bins, -1)
+    classes[1:] = np.round(12.0 * np.log2(freqs[1:] / 27.5)).astype(int) % 12
+    return classes
+
+
+def short_term_features(audio: np.ndarray, sample_rate: int, window: int, step: int) -> np.ndarray:
+    """The 34 MELD_AUDIO34_NAMES features of each ``window``-sample frame, ``step`` apart."""
+    # Level-independent, as in pyAudioAnalysis: remove the DC offset, scale the peak to 1.
+    audio = audio.astype(np.float64) - audio.mean()
+    audio /= np.abs(audio).max() + _EPS
+    if audio.size < window:  # a clip shorter than one window still gives one frame
+        audio = np.pad(audio, (0, window - audio.size))
+    frames = np.lib.stride_tricks.sliding_window_view(audio, window)[::step]
+
+    zcr = np.mean(np.signbit(frames[:, 1:]) != np.signbit(frames[:, :-1]), axis=1)
+    energy = np.mean(frames**2, axis=1)
+    energy_entropy = _entropy_of_parts(frames**2, 10)
+
+    # Magnitude spectrum over the lower half of the (untapered) frame's DFT, as the toolkit does.
+    n_bins = window // 2
+    mag = np.abs(np.fft.rfft(frames, axis=1))[:, :n_bins] / n_bins
+    power = mag**2
+    freqs = np.arange(n_bins) * sample_rate / (2.0 * n_bins)
+    weights = mag / (mag.max(axis=1, keepdims=True) + _EPS)
+    total = weights.sum(axis=1) + _EPS
+    centroid = (weights @ freqs) / total
+    spread = np.sqrt(np.sum(weights * (freqs[None, :] - centroid[:, None]) ** 2, axis=1) / total)
+    spectral_entropy = _entropy_of_parts(power, 10)
+    shares = mag / (mag.sum(axis=1, keepdims=True) + _EPS)
+    flux = np.concatenate([[0.0], np.sum(np.diff(shares, axis=0) ** 2, axis=1)])
+    cumulative = np.cumsum(power, axis=1)
+    reached = cumulative >= 0.90 * cumulative[:, -1:]
+    rolloff = np.where(cumulative[:, -1] > _EPS, np.argmax(reached, axis=1) / n_bins, 0.0)
+
+    fbank = _auditory_filterbank(sample_rate, n_bins)
+    mfcc = dct(np.log10(mag @ fbank.T + _EPS), type=2, norm="ortho", axis=1)[:, :13]
+
+    classes = _chroma_classes(sample_rate, n_bins)
+    chroma = np.stack([power[:, classes == c].mean(axis=1) for c in range(12)], axis=1)
+    chroma /= power.sum(axis=1, keepdims=True) + _EPS
+    nyquist = sample_rate / 2.0
+    columns = [zcr, energy, energy_entropy, centroid / nyquist, spread / nyquist, spectral_entropy, flux,
+               rolloff]
+    return np.column_stack([*columns, mfcc, chroma, chroma.std(axis=1)]).astype(np.float32)
+
+
+@EXTRACTORS.register("meld-audio34")
+@dataclass
+class MeldAudio34(Extractor):
+    """The MELD baseline's 34 short-term audio features per 0.2 s window, 0.1 s hop.
+
+    Columns (MELD_AUDIO34_NAMES, pyAudioAnalysis's order): zero-crossing rate, energy, entropy of
+    energy (10 sub-frames), spectral centroid and spread (fractions of Nyquist), spectral entropy
+    (10 sub-bands), spectral flux, 90% roll-off (fraction of the band), 13 MFCCs (40-filter
+    auditory filterbank, log10, orthonormal DCT-II), 12 chroma bins (mean bin power per pitch
+    class over total power) and the std of those 12 ("chroma deviation"), as pyAudioAnalysis
+    computes its chroma vector. The clip is DC-removed and peak-normalised first.
+
+    The baseline zero-pads every clip to 100 frames. Here a clip gives only its real frames,
+    at most ``max_frames`` (T <= 100, 34), as a sequence: the datamodule pads a batch with zeros
+    and its mask marks the real frames, so padding is never mistaken for audio. A clip shorter
+    than one window is zero-padded to one frame.
+    """
+
+    sample_rate: int = 16000
+    window_seconds: float = 0.2
+    hop_seconds: float = 0.1
+    max_frames: int = 100
+    kind = "sequence"
+
+    def extract_clip(self, path: str) -> np.ndarray:
+        audio = load_audio(path, self.sample_rate)
+        window = int(round(self.window_seconds * self.sample_rate))
+        step = int(round(self.hop_seconds * self.sample_rate))
+        # Only the samples the first max_frames frames cover are analysed.
+        audio = audio[: window + step * (self.max_frames - 1)]
+        return short_term_features(audio, self.sample_rate, window, step)
