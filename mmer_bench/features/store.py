@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 SCHEMA = pa.schema(
@@ -56,23 +57,22 @@ class FeatureStore:
         return self.path(extractor_name, key).exists()
 
     def write(self, extractor_name: str, key: str, results: dict[str, np.ndarray | Exception | str], meta: dict):
-        clip_ids, shapes, values, errors = [], [], [], []
-        for clip_id, result in results.items():
-            clip_ids.append(clip_id)
-            if isinstance(result, np.ndarray):
-                shapes.append(list(result.shape))
-                values.append(np.asarray(result, dtype=np.float32).ravel())
-                errors.append(None)
-            else:
-                shapes.append(None)
-                values.append(None)
-                errors.append(str(result))
+        clip_ids = list(results)
+        arrays = [r if isinstance(r, np.ndarray) else None for r in results.values()]
+        ok = [a for a in arrays if a is not None]
+        # One flat float32 buffer plus offsets: building the list column from per-clip Python
+        # lists costs more than computing a log-mel.
+        lengths = np.array([a.size if a is not None else 0 for a in arrays], dtype=np.int64)
+        offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]), pa.int64())
+        flat = np.concatenate([a.astype(np.float32, copy=False).ravel() for a in ok]) if ok else np.zeros(0, np.float32)
+        valid = pa.array([a is not None for a in arrays])
+        values = pa.LargeListArray.from_arrays(offsets, pa.array(flat), mask=pa.compute.invert(valid))
         table = pa.table(
             {
                 "clip_id": pa.array(clip_ids, pa.string()),
-                "shape": pa.array(shapes, pa.list_(pa.int32())),
-                "values": pa.array(values, pa.large_list(pa.float32())),
-                "error": pa.array(errors, pa.string()),
+                "shape": pa.array([list(a.shape) if a is not None else None for a in arrays], pa.list_(pa.int32())),
+                "values": values,
+                "error": pa.array([None if a is not None else str(r) for a, r in zip(arrays, results.values())], pa.string()),
             },
             schema=SCHEMA,
         ).replace_schema_metadata({"mmer": json.dumps(meta, default=str)})
