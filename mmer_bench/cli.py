@@ -21,7 +21,7 @@ def cmd_list(args) -> int:
 
     print("corpora:")
     for name, cls in CORPORA.items():
-        tasks = ", ".join(f"{t.name} ({t.num_classes})" for t in cls.tasks)
+        tasks = ", ".join(f"{t.name} ({t.num_outputs})" for t in cls.tasks)
         print(f"  {name:24s} {tasks}; {cls.protocol}")
     print("methods:")
     for name, cls in METHODS.items():

@@ -9,7 +9,28 @@ import pandas as pd
 from mmer_bench.registry import METHODS
 from mmer_bench.results import summarize
 
-METRIC_TITLES = {"accuracy": "Accuracy", "uar": "UAR", "macro_f1": "Macro-F1", "weighted_f1": "Weighted-F1"}
+METRIC_TITLES = {"accuracy": "Accuracy", "uar": "UAR", "macro_f1": "Macro-F1", "weighted_f1": "Weighted-F1",
+                 "mae": "MAE", "wa": "Mean wA", "f1": "Mean F1", "acc2": "Acc2", "acc2_nonzero": "Acc2 (non-0)",
+                 "acc7": "Acc7", "f1_2": "F1 (2-class)", "corr": "Pearson r"}
+# Scores on their own scale (errors, correlations): shown as they are, not as percentages.
+RAW_PREFIXES = ("mae", "corr")
+
+
+def _is_raw(metric: str) -> bool:
+    return metric.startswith(RAW_PREFIXES)
+
+
+def _title(metric: str) -> str:
+    title = METRIC_TITLES.get(metric, metric)
+    return title if _is_raw(metric) else f"{title} (%)"
+
+
+def _cell(metric: str, mean: float, std: float, ci: float) -> str:
+    if not _is_raw(metric):
+        return _pct(mean, std, ci)
+    if math.isnan(std):
+        return f"{mean:.3f}"
+    return f"{mean:.3f} ± {std:.3f} [{mean - ci:.3f}, {mean + ci:.3f}]"
 
 
 def _pct(mean: float, std: float, ci: float) -> str:
@@ -49,8 +70,8 @@ def leaderboard_markdown(results: pd.DataFrame, corpus, provenance: dict) -> str
     ]
     notes: list[str] = []
     for task in corpus.tasks:
-        lines += ["", f"## {task.name} ({task.num_classes} classes: {', '.join(task.classes)})", ""]
-        lines += _task_table(results, corpus, task.name, notes)
+        lines += ["", f"## {task.name} ({task.describe()})", ""]
+        lines += _task_table(results, corpus, task, notes)
     if notes:
         lines += ["", "Paper numbers:", ""] + [f"[{i}] {note}  " for i, note in enumerate(notes, start=1)]
     skipped = results.drop_duplicates(["method", "fold", "seed"])["n_skipped"].sum()
@@ -59,20 +80,22 @@ def leaderboard_markdown(results: pd.DataFrame, corpus, provenance: dict) -> str
     return "\n".join(lines) + "\n"
 
 
-def _task_table(results: pd.DataFrame, corpus, task: str, notes: list[str]) -> list[str]:
-    metrics, primary = corpus.report_metrics, corpus.primary_metric
-    table = summarize(results, task, metrics)
-    if not table.empty:
-        table = table.sort_values(primary, ascending=False)
-    header = ["Method", *[f"{METRIC_TITLES[m]} (%)" for m in metrics], f"Paper {METRIC_TITLES[primary]} (%)",
-              "Runs", "Params", "Train s / run"]
+def _task_table(results: pd.DataFrame, corpus, task, notes: list[str]) -> list[str]:
+    # Classification tasks show the corpus's metrics; regression tasks bring their own.
+    metrics = task.report_metrics or corpus.report_metrics
+    first = task.name == corpus.tasks[0].name
+    primary = corpus.primary_metric if first or not task.primary_metric else task.primary_metric
+    table = summarize(results, task.name, metrics)
+    if not table.empty and primary in table.columns:
+        table = table.sort_values(primary, ascending=task.metric_mode(primary) == "min")
+    header = ["Method", *[_title(m) for m in metrics], f"Paper {_title(primary)}", "Runs", "Params", "Train s / run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.to_dict("records"):
         cells = [row["method"]]
         for m in metrics:
-            cells.append(_pct(row[m], row[f"{m}_std"], row[f"{m}_ci"]) if m in row else "")
+            cells.append(_cell(m, row[m], row[f"{m}_std"], row[f"{m}_ci"]) if m in row else "")
         cells += [
-            _paper(row["method"], corpus.name, primary, notes) if task == corpus.tasks[0].name else "",
+            _paper(row["method"], corpus.name, primary, notes) if first else "",
             f"{row['runs']} ({row['folds']} folds x {row['seeds']} seeds)",
             f"{row['n_params']:,}",
             f"{row['train_time_s']:.1f}",

@@ -5,8 +5,14 @@
     and the job's provenance: protocol, git_commit, config_hash, wall_time_s, train_time_s,
     n_params, n_train, n_val, n_test, n_skipped, precision, devices, finished_at, command.
 ``predictions.parquet``: one row per (job, split, task, clip) with columns
-    corpus, method, fold, seed, split, task, clip_id, target, pred, probs (list of class
-    probabilities in the task's class order; the order is in the file metadata).
+    corpus, method, fold, seed, split, task, clip_id, target, pred, probs, target_values.
+    ``probs`` is the task's output vector in the order of its outputs (stored in the file
+    metadata as ``classes``): class probabilities for a classification task, predicted values
+    (clamped to the label range) for a regression task (e.g. the six CMU-MOSEI emotion
+    intensities, or the one sentiment value). ``target_values`` is the target as a list of
+    floats (the regressed values; the class index for classification). ``target`` and ``pred``
+    are class indices for classification and -1 for regression tasks, so the schema is the same
+    for every task kind.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import pyarrow.parquet as pq
 from scipy import stats
 
 RESULT_COLUMNS = ["corpus", "method", "fold", "seed", "split", "task", "metric", "value"]
-PREDICTION_COLUMNS = ["corpus", "method", "fold", "seed", "split", "task", "clip_id", "target", "pred", "probs"]
+PREDICTION_COLUMNS = ["corpus", "method", "fold", "seed", "split", "task", "clip_id", "target", "pred", "probs",
+                      "target_values"]
 
 
 def write_parquet(frame: pd.DataFrame, path: Path, meta: dict | None = None) -> None:

@@ -35,7 +35,6 @@ from mmer_bench.protocols import Fold
 from mmer_bench.registry import CORPORA, METHODS
 from mmer_bench.report import leaderboard_markdown
 from mmer_bench.results import write_parquet, write_text
-from mmer_bench.tasks import classification_scores, confusion
 
 log = logging.getLogger(__name__)
 # Lightning announces hardware and tips at INFO for every Trainer: one line per job is enough.
@@ -86,18 +85,24 @@ def is_fusion(cls) -> bool:
 
 def compatible_methods(corpus: Corpus, manifest: pd.DataFrame) -> list[str]:
     available = corpus.available_features(manifest)
-    return [name for name, cls in METHODS.items() if is_fusion(cls) or set(cls.inputs.values()) <= available]
+    # Posterior fusion fuses class probabilities: only for corpora whose tasks are all classification.
+    fusable = all(t.kind == "classification" for t in corpus.tasks)
+    return [name for name, cls in METHODS.items()
+            if (fusable if is_fusion(cls) else set(cls.inputs.values()) <= available)]
 
 
 class BestWeights(L.Callback):
-    """Keep the weights of the best validation epoch in memory and restore them after fit."""
+    """Keep the weights of the best validation epoch in memory and restore them after fit.
+    ``mode`` "max" keeps the highest value of ``monitor``, "min" the lowest (an error such as MAE)."""
 
-    def __init__(self, monitor: str):
-        self.monitor, self.best, self.state, self.best_epoch = monitor, -float("inf"), None, -1
+    def __init__(self, monitor: str, mode: str = "max"):
+        self.monitor, self.mode, self.state, self.best_epoch = monitor, mode, None, -1
+        self.best = -float("inf") if mode == "max" else float("inf")
 
     def on_validation_end(self, trainer, module):
         value = trainer.callback_metrics.get(self.monitor)
-        if value is not None and float(value) > self.best:
+        better = value is not None and (float(value) > self.best if self.mode == "max" else float(value) < self.best)
+        if better:
             self.best, self.best_epoch = float(value), trainer.current_epoch
             self.state = copy.deepcopy(module.state_dict())
 
@@ -261,8 +266,9 @@ class Runner:
             info = {"epochs_run": trainer.current_epoch, "selection": "fixed epoch budget"}
         else:
             monitor = f"val/{self.corpus.tasks[0].name}/{self.corpus.primary_metric}"
-            best = BestWeights(monitor)
-            callbacks = [best, L.pytorch.callbacks.EarlyStopping(monitor, mode="max", patience=hp["patience"])]
+            mode = self.corpus.primary_mode
+            best = BestWeights(monitor, mode)
+            callbacks = [best, L.pytorch.callbacks.EarlyStopping(monitor, mode=mode, patience=hp["patience"])]
             model, dm, trainer = self.fit(cls, hp, manifest, fold, seed, job_dir, hp["max_epochs"], callbacks)
             info = {"best_epoch": best.best_epoch, "epochs_run": trainer.current_epoch, "best_val": best.best,
                     "selection": f"best {monitor}"}
@@ -284,7 +290,7 @@ class Runner:
         dm = CorpusDataModule(self.corpus, manifest, fold, cls.inputs, cls.scaling, self.store,
                               batch_size=hp["batch_size"], skip_missing=self.cfg.skip_missing, workers=self.cfg.workers)
         dm.setup()
-        counts = {t.name: dm.class_counts(t.name).tolist() for t in self.corpus.tasks}
+        counts = {t.name: dm.class_counts(t.name).tolist() for t in self.corpus.tasks if t.kind == "classification"}
         model = cls(self.corpus.tasks, dm.input_dims(), counts, **hp)
         job_name = f"{self.corpus.name}/{cls.registry_name}/{fold.name}-seed{seed}"
         loggers = self._loggers(log_dir, job_name)
@@ -344,11 +350,10 @@ class Runner:
         result_rows, pred_frames = [], []
         for part, per_task in predictions.items():
             for task_name, p in per_task.items():
-                for metric, value in classification_scores(tasks[task_name], p["probs"], p["target"]).items():
+                task = tasks[task_name]
+                for metric, value in task.scores(p["probs"], p["target"]).items():
                     result_rows.append({**key, "split": part, "task": task_name, "metric": metric, "value": value})
-                pred_frames.append(pd.DataFrame({
-                    **key, "split": part, "task": task_name, "clip_id": p["clip_id"], "target": p["target"],
-                    "pred": p["probs"].argmax(1), "probs": list(p["probs"].astype(np.float32))}))
+                pred_frames.append(prediction_frame(task, key, part, p))
         sizes = {part: len(next(iter(per_task.values()))["clip_id"]) for part, per_task in predictions.items()}
         provenance = {
             "protocol": self.corpus.protocol, "git_commit": git_commit(), "config_hash": config_hash,
@@ -363,7 +368,7 @@ class Runner:
                       {"classes": {t: list(tasks[t].classes) for t in tasks}})
         write_parquet(results, job_dir / "results.parquet")
         test = predictions["test"]
-        confusions = {t: confusion(tasks[t], p["probs"], p["target"]).tolist() for t, p in test.items()}
+        confusions = {t: tasks[t].confusion(p["probs"], p["target"]) for t, p in test.items()}
         details = {**provenance, **info, "hparams": self.hparams(method), "test_confusion": confusions,
                    "skipped": dm.skipped if dm else {}, "fold_info": fold.info}
         write_text(job_dir / "job.json", json.dumps(details, indent=1, default=str))
@@ -388,6 +393,22 @@ class Runner:
             publish = Path(self.cfg.publish)
             write_text(publish / f"{self.corpus.name}.md", markdown)
             write_parquet(results, publish / f"{self.corpus.name}.parquet")
+
+
+def prediction_frame(task, key: dict, part: str, p: dict) -> pd.DataFrame:
+    """Rows of predictions.parquet, one schema for every task kind (see results.py): ``probs`` is
+    the output vector, ``target_values`` the target as floats; ``target`` / ``pred`` are class
+    indices for classification and -1 for regression."""
+    outputs = np.asarray(p["probs"], dtype=np.float32)
+    n = len(p["clip_id"])
+    if task.kind == "classification":
+        target, pred = np.asarray(p["target"], dtype=np.int64), outputs.argmax(1)
+        target_values = target.astype(np.float32).reshape(n, 1)
+    else:
+        target, pred = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+        target_values = np.asarray(p["target"], dtype=np.float32).reshape(n, -1)
+    return pd.DataFrame({**key, "split": part, "task": task.name, "clip_id": p["clip_id"], "target": target,
+                         "pred": pred, "probs": list(outputs), "target_values": list(target_values)})
 
 
 def run_bench(config: BenchConfig) -> pd.DataFrame:

@@ -203,7 +203,7 @@ def classification_scores(task: ClassificationTask, probs: np.ndarray, target: n
 
 def confusion(task: ClassificationTask, probs: np.ndarray, target: np.ndarray) -> np.ndarray:
     matrix = tmc.MulticlassConfusionMatrix(task.num_classes)
-    return matrix(torch.as_tensor(probs), torch.as_tensor(target, dtype=torch.long)).numpy()
+    return matrix(torch.tensor(np.asarray(probs)), torch.tensor(np.asarray(target), dtype=torch.long)).numpy()
 
 
 # --- emotion intensities -------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """Corpus base class and the DataModule that turns a manifest fold into batches.
 
-Flow: ``Corpus.build_manifest`` (one row per clip: clip_id, subject, integer labels per task,
-media paths) -> ``Corpus.folds`` (protocols.py) -> feature store -> ``CorpusDataModule`` batches:
+Flow: ``Corpus.build_manifest`` (one row per clip: clip_id, subject, the target columns of each
+task -- an integer class, or one float column per regressed value such as ``happy`` ... ``fear``
+and ``sentiment`` -- and media paths) -> ``Corpus.folds`` (protocols.py) -> feature store -> ``CorpusDataModule`` batches:
 
     {"inputs": {name: float tensor (B, D) or (B, T, D)}, "masks": {name: bool (B, T), True = real frame},
-     "targets": {task: long tensor (B,)}, "clip_id": [str]}
+     "targets": {task: long tensor (B,) for classification, float (B, num_outputs) for regression},
+     "clip_id": [str]}
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from mmer_bench.features.base import FeatureExtractionError, extract
 from mmer_bench.features.store import FeatureStore, stable_hash
 from mmer_bench.protocols import Fold, check_disjoint
 from mmer_bench.registry import EXTRACTORS
-from mmer_bench.tasks import ClassificationTask
+from mmer_bench.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ class Corpus:
     """A corpus: how to parse its release, its tasks and its protocol. Subclasses set the
     class attributes and implement ``build_manifest`` and ``folds``."""
 
-    tasks: tuple[ClassificationTask, ...] = ()
+    tasks: tuple[Task, ...] = ()
     primary_metric = "accuracy"  # of the first task; selects checkpoints on validation
     report_metrics: tuple[str, ...] = ("accuracy", "uar", "macro_f1")  # leaderboard columns
     group_columns: tuple[str, ...] = ("subject",)  # kept apart across train/val/test
@@ -51,6 +53,11 @@ class Corpus:
     @property
     def name(self) -> str:
         return self.registry_name
+
+    @property
+    def primary_mode(self) -> str:
+        """"max" or "min": whether a higher primary metric is better (MAE: lower)."""
+        return self.tasks[0].metric_mode(self.primary_metric)
 
     def build_manifest(self) -> pd.DataFrame:
         raise NotImplementedError
@@ -70,10 +77,9 @@ class Corpus:
         if not duplicated.empty:
             raise ValueError(f"{self.name}: clip ids {list(duplicated[:5])} appear twice in the manifest")
         for task in self.tasks:
-            labels = manifest[task.name]
-            bad = labels[(labels < 0) | (labels >= task.num_classes)]
+            bad = manifest.loc[task.invalid(manifest), "clip_id"]
             if not bad.empty:
-                raise ValueError(f"{self.name}: {task.name} labels out of range for clips {list(manifest.loc[bad.index, 'clip_id'][:5])}")
+                raise ValueError(f"{self.name}: {task.name} labels missing or out of range for clips {list(bad[:5])}")
 
     def plan(self, manifest: pd.DataFrame) -> list[Fold]:
         """The folds, checked for leakage before anything trains."""
@@ -157,7 +163,11 @@ def collate(items: list[dict]) -> dict:
             batch["inputs"][name] = torch.nn.utils.rnn.pad_sequence(arrays, batch_first=True)
             batch["masks"][name] = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
     for task in items[0]["targets"]:
-        batch["targets"][task] = torch.tensor([it["targets"][task] for it in items], dtype=torch.long)
+        values = [it["targets"][task] for it in items]
+        if isinstance(values[0], np.ndarray):  # a regression target: float vector per clip
+            batch["targets"][task] = torch.from_numpy(np.stack(values)).float()
+        else:
+            batch["targets"][task] = torch.tensor(values, dtype=torch.long)
     return batch
 
 
@@ -229,7 +239,8 @@ class CorpusDataModule(L.LightningDataModule):
             for name, kind in self.scaling.items()
             if name in features
         }
-        labels = self.manifest.set_index("clip_id")[[t.name for t in self.corpus.tasks]]
+        labels = self.manifest.set_index("clip_id")
+        columns = {t.name: list(t.columns) for t in self.corpus.tasks}
         for part, ids in fold_ids.items():
             items = []
             for clip in ids:
@@ -239,12 +250,17 @@ class CorpusDataModule(L.LightningDataModule):
                     if self.max_frames and array.ndim == 2:
                         array = array[: self.max_frames]
                     inputs[name] = scalers[name](array) if name in scalers else array.astype(np.float32)
-                targets = {t: int(v) for t, v in labels.loc[clip].items()}
+                row = labels.loc[clip]
+                targets = {t.name: t.target_of(row[columns[t.name]].to_numpy()) for t in self.corpus.tasks}
                 items.append({"clip_id": clip, "inputs": inputs, "targets": targets})
             self.datasets[part] = ClipDataset(items)
 
-    def class_counts(self, task: str) -> np.ndarray:
-        n = next(t.num_classes for t in self.corpus.tasks if t.name == task)
+    def class_counts(self, task: str) -> np.ndarray | None:
+        """Training clips per class; None for a regression task."""
+        kind = next(t for t in self.corpus.tasks if t.name == task)
+        if kind.kind != "classification":
+            return None
+        n = kind.num_classes
         targets = [it["targets"][task] for it in self.datasets["train"].items]
         return np.bincount(targets, minlength=n)
 

@@ -2,7 +2,8 @@
 
 A method declares the features it consumes and builds its layers; the base owns the rest:
 one loss and one metric set per task head, optimiser and scheduler, logging, and
-``predict_step`` returning class probabilities. A complete method::
+``predict_step`` returning each task's postprocessed output (class probabilities, or regressed
+values clamped to the label range; see tasks.py). A complete method::
 
     @METHODS.register("my-mlp")
     class MyMLP(EmotionRecognizer):
@@ -25,7 +26,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from mmer_bench.tasks import ClassificationTask
+from mmer_bench.tasks import Task
 
 
 class EmotionRecognizer(L.LightningModule):
@@ -56,7 +57,7 @@ class EmotionRecognizer(L.LightningModule):
         "refit": False,
     }
 
-    def __init__(self, tasks: tuple[ClassificationTask, ...], input_dims: dict[str, int],
+    def __init__(self, tasks: tuple[Task, ...], input_dims: dict[str, int],
                  class_counts: dict[str, list[int]] | None = None, **hparams):
         super().__init__()
         unknown = set(hparams) - set(self.hparam_defaults())
@@ -67,7 +68,9 @@ class EmotionRecognizer(L.LightningModule):
         self.tasks = tuple(tasks)
         self.input_dims = dict(input_dims)
         for task in self.tasks:
-            counts = torch.tensor((class_counts or {}).get(task.name, [1] * task.num_classes), dtype=torch.float32)
+            # Regression tasks have no classes: their all-ones "counts" give unit weights, never used.
+            counts = (class_counts or {}).get(task.name) or [1] * task.num_outputs
+            counts = torch.tensor(counts, dtype=torch.float32)
             # Inverse-frequency weights, normalised to mean 1 (used when class_weighted is set).
             weights = counts.sum() / (counts.clamp(min=1) * len(counts))
             self.register_buffer(f"class_weights_{task.name}", weights, persistent=False)
@@ -89,7 +92,7 @@ class EmotionRecognizer(L.LightningModule):
 
     # --- helpers for methods --------------------------------------------------------------
     def task_heads(self, in_features: int) -> nn.ModuleDict:
-        return nn.ModuleDict({t.name: nn.Linear(in_features, t.num_classes) for t in self.tasks})
+        return nn.ModuleDict({t.name: nn.Linear(in_features, t.num_outputs) for t in self.tasks})
 
     def apply_heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: head(features) for name, head in self.heads.items()}
@@ -115,7 +118,7 @@ class EmotionRecognizer(L.LightningModule):
         self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(batch["clip_id"]), sync_dist=True)
         for task in self.tasks:
             metric = self.metrics[f"{stage}_{task.name}"]
-            metric.update(logits[task.name].float(), batch["targets"][task.name])
+            metric.update(task.postprocess(logits[task.name]), batch["targets"][task.name])
         return loss
 
     def _eval_epoch_end(self, stage: str) -> None:
@@ -139,7 +142,7 @@ class EmotionRecognizer(L.LightningModule):
 
     def predict_step(self, batch, batch_idx=0):
         logits = self(batch)
-        return {"clip_id": batch["clip_id"], **{t: torch.softmax(v.float(), dim=-1) for t, v in logits.items()}}
+        return {"clip_id": batch["clip_id"], **{t.name: t.postprocess(logits[t.name]) for t in self.tasks}}
 
     def configure_optimizers(self):
         hp = self.hp
