@@ -5,6 +5,10 @@ md5, so each archive is streamed to ``ravdess/.downloads/NAME.part``, checked ag
 only then renamed; a later run skips archives already there with the right checksum. Archives
 are extracted into ``DATA_ROOT/ravdess`` (they hold ``Actor_XX/`` folders at their top level).
 
+CMU-MOSEI's computational sequences are fetched from the CMU-Multimodal SDK's public host into
+``DATA_ROOT/mosei`` (no checksums are published: a file already there is kept); the standard
+folds, ``mosei_std_folds.json``, come from the SDK's ``cmu_mosei_std_folds.py`` and are not fetched.
+
 This module avoids importing torch or lightning so that the command starts at once.
 """
 
@@ -37,6 +41,17 @@ CHUNK = 1 << 20
 # surface mid-stream, after urlopen has returned.
 NETWORK_ERRORS = (OSError, http.client.HTTPException)
 
+MOSEI_HOST = "http://immortal.multicomp.cs.cmu.edu"
+# The SDK's public computational sequences of CMU-MOSEI (path under the host).
+MOSEI_FILES = (
+    "CMU-MOSEI/labels/CMU_MOSEI_Labels.csd",
+    "CMU-MOSEI/language/CMU_MOSEI_TimestampedWordVectors.csd",
+    "CMU-MOSEI/language/CMU_MOSEI_TimestampedWords.csd",
+    "CMU-MOSEI/acoustic/CMU_MOSEI_COVAREP.csd",
+    "CMU-MOSEI/visual/CMU_MOSEI_VisualFacet42.csd",
+    "CMU-MOSEI/visual/CMU_MOSEI_VisualOpenFace2.csd",
+)
+
 # Corpora that `mmer download` cannot fetch, and what to do instead.
 NOT_DOWNLOADABLE = {
     "meld": "MELD is public, but its download is not implemented yet: get MELD.Raw.tar.gz from "
@@ -66,8 +81,39 @@ def download(corpus: str, data_root: Path, base_url: str | None = None, include_
     """Fetch ``corpus`` into ``data_root/<corpus>`` and return that folder."""
     if corpus == "ravdess":
         return download_ravdess(Path(data_root), base_url or ZENODO, include_video)
+    if corpus == "mosei":
+        return download_mosei(Path(data_root), base_url or MOSEI_HOST)
     note = NOT_DOWNLOADABLE.get(corpus, f"{corpus!r} is not a corpus that mmer download knows.")
-    raise NotImplementedError(f"mmer download can fetch: ravdess. {note}")
+    raise NotImplementedError(f"mmer download can fetch: ravdess, mosei. {note}")
+
+
+def mosei_urls(base_url: str = MOSEI_HOST) -> list[str]:
+    return [f"{base_url.rstrip('/')}/{path}" for path in MOSEI_FILES]
+
+
+def download_mosei(data_root: Path, base_url: str) -> Path:
+    """Fetch the CMU-MOSEI computational sequences into ``data_root/mosei`` (several GB)."""
+    root = data_root / "mosei"
+    urls = mosei_urls(base_url)
+    hint = ("download these files yourself into " + str(root) + ":\n  " + "\n  ".join(urls)
+            + "\nand write mosei_std_folds.json from the SDK's cmu_mosei_std_folds.py")
+    root.mkdir(parents=True, exist_ok=True)
+    for url in urls:
+        target = root / PurePosixPath(url).name
+        if target.is_file():
+            log.info("%s is already downloaded", target)
+            continue
+        part = target.with_name(target.name + ".part")
+        try:
+            with urlopen(url, timeout=TIMEOUT) as response, open(part, "wb") as out:
+                shutil.copyfileobj(response, out, CHUNK)
+        except NETWORK_ERRORS as error:
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"cannot download {url} ({error}); {hint}") from error
+        part.replace(target)
+    if not (root / "mosei_std_folds.json").is_file():
+        log.warning("%s/mosei_std_folds.json is missing: write it from the SDK's cmu_mosei_std_folds.py", root)
+    return root
 
 
 def download_ravdess(data_root: Path, base_url: str, include_video: bool) -> Path:

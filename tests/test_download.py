@@ -177,3 +177,16 @@ def test_unreachable_archive_is_a_download_error(zenodo, tmp_path):
 def test_other_corpora_are_explained(corpus, words, tmp_path):
     with pytest.raises(NotImplementedError, match=words):
         download(corpus, tmp_path)
+
+
+def test_mosei_offline_names_the_sdk_urls_and_the_folder(tmp_path):
+    from mmer_bench.download import MOSEI_HOST, mosei_urls
+
+    base = f"http://127.0.0.1:{closed_port()}"
+    with pytest.raises(DownloadError) as caught:
+        download("mosei", tmp_path, base_url=base)
+    message = str(caught.value)
+    assert str(tmp_path / "mosei") in message and "mosei_std_folds.json" in message
+    assert all(url in message for url in mosei_urls(base))
+    assert f"{MOSEI_HOST}/CMU-MOSEI/labels/CMU_MOSEI_Labels.csd" in mosei_urls()
+    assert not list(tmp_path.rglob("*.part"))

@@ -76,10 +76,14 @@ class Corpus:
         duplicated = manifest["clip_id"][manifest["clip_id"].duplicated()]
         if not duplicated.empty:
             raise ValueError(f"{self.name}: clip ids {list(duplicated[:5])} appear twice in the manifest")
-        for task in self.tasks:
+        for task in self.validated_tasks():
             bad = manifest.loc[task.invalid(manifest), "clip_id"]
             if not bad.empty:
                 raise ValueError(f"{self.name}: {task.name} labels missing or out of range for clips {list(bad[:5])}")
+
+    def validated_tasks(self) -> tuple[Task, ...]:
+        """The tasks whose labels ``validate`` checks (a partial release may lack some)."""
+        return self.tasks
 
     def plan(self, manifest: pd.DataFrame) -> list[Fold]:
         """The folds, checked for leakage before anything trains."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from mmer_bench.methods.base import EmotionRecognizer
@@ -55,3 +56,28 @@ class TextMLP(EmotionRecognizer):
 
     def forward(self, batch):
         return self.apply_heads(self.body(batch["inputs"]["text"]))
+
+
+@METHODS.register("seq-mean-mlp")
+class SeqMeanMLP(EmotionRecognizer):
+    """CMU-MOSEI baseline: the masked mean over words of each word-aligned modality (GloVe,
+    COVAREP, FACET), standardised on the training segments, concatenated, through one hidden
+    layer, with a head per task (emotion intensities and sentiment). No paper number: it is the
+    order-free floor that sequence models of CMU-MOSEI are measured against."""
+
+    inputs = {"words": "mosei-glove", "acoustic": "mosei-covarep", "visual": "mosei-facet"}
+    scaling = {"words": "standard", "acoustic": "standard", "visual": "standard"}
+    defaults = {"hidden": 128, "dropout": 0.2, "lr": 1e-3, "weight_decay": 1e-4, "max_epochs": 50,
+                "patience": 10, "batch_size": 32}
+
+    def build(self):
+        width = sum(self.input_dims[name] for name in self.inputs)
+        self.body = nn.Sequential(nn.Linear(width, self.hp["hidden"]), nn.ReLU(), nn.Dropout(self.hp["dropout"]))
+        self.heads = self.task_heads(self.hp["hidden"])
+
+    def forward(self, batch):
+        means = []
+        for name in self.inputs:
+            values, mask = batch["inputs"][name], batch["masks"][name].unsqueeze(-1).float()
+            means.append((values * mask).sum(1) / mask.sum(1).clamp(min=1))
+        return self.apply_heads(self.body(torch.cat(means, dim=-1)))
