@@ -39,11 +39,17 @@ def cmd_describe(args) -> int:
     corpus = CORPORA.get(args.corpus)(args.data_root)
     manifest = corpus.manifest()
     folds = corpus.plan(manifest)
-    print(f"{corpus.name}: {len(manifest)} clips, {manifest['subject'].nunique()} subjects")
+    group = corpus.group_columns[0]
+    print(f"{corpus.name}: {len(manifest)} clips, {manifest[group].nunique()} {group}s")
     print(f"protocol: {corpus.protocol}")
     for fold in folds:
         print(f"  {fold.name}: train {len(fold.train)}, val {len(fold.val)}, test {len(fold.test)} {fold.info or ''}")
     for task in corpus.tasks:
+        if task.kind != "classification":  # regressed values: their range and mean
+            stats = manifest[list(task.columns)].agg(["min", "mean", "max"])
+            print(f"{task.name}: " + ", ".join(f"{c} {v['min']:.2f}..{v['max']:.2f} (mean {v['mean']:.2f})"
+                                               for c, v in stats.items()))
+            continue
         counts = manifest[task.name].value_counts().sort_index()
         print(f"{task.name}: " + ", ".join(f"{task.classes[i]} {n}" for i, n in counts.items()))
     print("features available: " + ", ".join(sorted(corpus.available_features(manifest))))
