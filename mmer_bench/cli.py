@@ -39,17 +39,26 @@ def cmd_describe(args) -> int:
     corpus = CORPORA.get(args.corpus)(args.data_root)
     manifest = corpus.manifest()
     folds = corpus.plan(manifest)
-    print(f"{corpus.name}: {len(manifest)} clips, {manifest['subject'].nunique()} subjects")
+    subjects = f", {manifest['subject'].nunique()} subjects" if "subject" in manifest.columns else ""
+    print(f"{corpus.name}: {len(manifest)} clips{subjects}")
     print(f"protocol: {corpus.protocol}")
     for fold in folds:
-        print(f"  {fold.name}: train {len(fold.train)}, val {len(fold.val)}, test {len(fold.test)} {fold.info or ''}")
+        # A fold's info["warning"] (e.g. a released split that validates on its test list) gets its own line.
+        info = {k: v for k, v in fold.info.items() if k != "warning"}
+        print(f"  {fold.name}: train {len(fold.train)}, val {len(fold.val)}, test {len(fold.test)} {info or ''}")
+        if "warning" in fold.info:
+            print(f"  WARNING {fold.name}: {fold.info['warning']}")
     for task in corpus.tasks:
         counts = manifest[task.name].value_counts().sort_index()
         print(f"{task.name}: " + ", ".join(f"{task.classes[i]} {n}" for i, n in counts.items()))
     print("features available: " + ", ".join(sorted(corpus.available_features(manifest))))
-    for column in [c for c in manifest.columns if c.endswith("_path")]:
-        present = manifest[column].notna().sum()
-        print(f"  {column}: {present} of {len(manifest)} clips")
+    print("modalities present:")
+    modalities = {**corpus.media_columns, "text": "text"}
+    for column in [c for c in manifest.columns if c.endswith("_path") or c == "text"]:
+        present = manifest[column].notna().sum() if column != "text" else (manifest[column].fillna("") != "").sum()
+        print(f"  {modalities.get(column, column)} ({column}): {present} of {len(manifest)} clips")
+    for line in corpus.describe_extra(manifest, folds):
+        print(line)
     return 0
 
 
