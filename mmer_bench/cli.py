@@ -39,11 +39,16 @@ def cmd_describe(args) -> int:
     corpus = CORPORA.get(args.corpus)(args.data_root)
     manifest = corpus.manifest()
     folds = corpus.plan(manifest)
-    group = corpus.group_columns[0]
-    print(f"{corpus.name}: {len(manifest)} clips, {manifest[group].nunique()} {group}s")
+    group = corpus.group_columns[0] if corpus.group_columns else None
+    groups = f", {manifest[group].nunique()} {group}s" if group in manifest.columns else ""
+    print(f"{corpus.name}: {len(manifest)} clips{groups}")
     print(f"protocol: {corpus.protocol}")
     for fold in folds:
-        print(f"  {fold.name}: train {len(fold.train)}, val {len(fold.val)}, test {len(fold.test)} {fold.info or ''}")
+        # A fold's info["warning"] (e.g. a released split that validates on its test list) gets its own line.
+        info = {k: v for k, v in fold.info.items() if k != "warning"}
+        print(f"  {fold.name}: train {len(fold.train)}, val {len(fold.val)}, test {len(fold.test)} {info or ''}")
+        if "warning" in fold.info:
+            print(f"  WARNING {fold.name}: {fold.info['warning']}")
     for task in corpus.tasks:
         if task.kind != "classification":  # regressed values: their range and mean
             stats = manifest[list(task.columns)].agg(["min", "mean", "max"])
@@ -53,9 +58,13 @@ def cmd_describe(args) -> int:
         counts = manifest[task.name].value_counts().sort_index()
         print(f"{task.name}: " + ", ".join(f"{task.classes[i]} {n}" for i, n in counts.items()))
     print("features available: " + ", ".join(sorted(corpus.available_features(manifest))))
-    for column in [c for c in manifest.columns if c.endswith("_path")]:
-        present = manifest[column].notna().sum()
-        print(f"  {column}: {present} of {len(manifest)} clips")
+    print("modalities present:")
+    modalities = {**corpus.media_columns, "text": "text"}
+    for column in [c for c in manifest.columns if c.endswith("_path") or c == "text"]:
+        present = manifest[column].notna().sum() if column != "text" else (manifest[column].fillna("") != "").sum()
+        print(f"  {modalities.get(column, column)} ({column}): {present} of {len(manifest)} clips")
+    for line in corpus.describe_extra(manifest, folds):
+        print(line)
     return 0
 
 

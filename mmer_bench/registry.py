@@ -51,12 +51,15 @@ _BUILTIN_MODULES = (
     "mmer_bench.corpora.ravdess",
     "mmer_bench.corpora.meld",
     "mmer_bench.corpora.mosei",
+    "mmer_bench.corpora.cexprdb",
+    "mmer_bench.corpora.merc2020",
     "mmer_bench.features.audio",
     "mmer_bench.features.audio_models",
     "mmer_bench.features.face",
     "mmer_bench.features.text",
     "mmer_bench.features.csd",
     "mmer_bench.methods.baselines",
+    "mmer_bench.methods.frames",
     "mmer_bench.methods.luna2022",
 )
 

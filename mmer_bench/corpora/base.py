@@ -109,6 +109,11 @@ class Corpus:
             raise KeyError(f"{self.name}: clips {unknown[:5]} are not in the corpus under {self.data_root}")
         return labels.loc[list(clip_ids)].to_numpy()
 
+    def describe_extra(self, manifest: pd.DataFrame, folds: list[Fold]) -> list[str]:
+        """Corpus-specific lines that ``mmer describe`` prints after the generic summary (files
+        missing or unreadable, split-list problems, ...); none by default."""
+        return []
+
     def available_features(self, manifest: pd.DataFrame) -> set[str]:
         """Extractor names whose source this manifest has for at least one clip."""
         names = set()

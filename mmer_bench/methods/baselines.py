@@ -81,3 +81,29 @@ class SeqMeanMLP(EmotionRecognizer):
             values, mask = batch["inputs"][name], batch["masks"][name].unsqueeze(-1).float()
             means.append((values * mask).sum(1) / mask.sum(1).clamp(min=1))
         return self.apply_heads(self.body(torch.cat(means, dim=-1)))
+
+
+@METHODS.register("wordvec-mlp")
+class WordVecMLP(EmotionRecognizer):
+    """Text baseline on word vectors shipped with a corpus (MERC2020's 200-d word2vec): the mean
+    of a clip's word vectors (padding masked out), standardised per dimension on the training
+    clips, through one hidden layer, one head per task. No paper number."""
+
+    inputs = {"words": "npz-word-embed"}
+    scaling = {"words": "standard"}
+    defaults = {"hidden": 128, "dropout": 0.3, "lr": 1e-3, "weight_decay": 1e-4, "max_epochs": 100,
+                "patience": 15, "batch_size": 32}
+
+    def build(self):
+        self.body = nn.Sequential(
+            nn.Linear(self.input_dims["words"], self.hp["hidden"]),
+            nn.ReLU(),
+            nn.Dropout(self.hp["dropout"]),
+        )
+        self.heads = self.task_heads(self.hp["hidden"])
+
+    def forward(self, batch):
+        words = batch["inputs"]["words"]
+        mask = batch["masks"]["words"].unsqueeze(-1).to(words.dtype)
+        pooled = (words * mask).sum(1) / mask.sum(1).clamp(min=1)  # mean over real words only
+        return self.apply_heads(self.body(pooled))
