@@ -141,7 +141,7 @@ def test_missing_corpus_says_where_to_ask_and_put(tmp_path):
 def test_describe_reports_the_val_equals_test_split(root, capsys):
     assert cli.main(["describe", "cexprdb", "--data-root", str(root)]) == 0
     out = capsys.readouterr().out
-    assert "cexprdb: 21 clips\n" in out  # no subject count: actors are not annotated
+    assert "cexprdb: 21 clips, 21 videos\n" in out  # counted by video: actors are not annotated
     assert "WARNING split3: C-EXPR-DB split3: its val list" in out and "'val_equals_test': True" in out
     assert "  video (video_path): 20 of 21 clips" in out and "  au (openface_path): 21 of 21 clips" in out
     assert "missing videos/<id>.mp4: 1 (30-6-1920x1080)" in out
