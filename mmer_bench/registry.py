@@ -53,6 +53,7 @@ _BUILTIN_MODULES = (
     "mmer_bench.features.audio",
     "mmer_bench.features.face",
     "mmer_bench.features.text",
+    "mmer_bench.features.video",
     "mmer_bench.methods.baselines",
     "mmer_bench.methods.luna2022",
 )
