@@ -58,6 +58,7 @@ _BUILTIN_MODULES = (
     "mmer_bench.features.face",
     "mmer_bench.features.text",
     "mmer_bench.features.csd",
+    "mmer_bench.features.video",
     "mmer_bench.methods.baselines",
     "mmer_bench.methods.frames",
     "mmer_bench.methods.luna2022",
