@@ -45,7 +45,9 @@ def test_parse_folders_and_names(root):
     no_text = manifest.loc[manifest["text_npz_path"].isna(), "clip_id"].tolist()
     assert no_text == ["00062", "00034"]  # sorted by split (test before train), then id
     assert "subject" not in manifest.columns and corpus.group_columns == ()
-    assert corpus.available_features(manifest) == {"npz-word-embed"}
+    available = corpus.available_features(manifest)
+    assert "npz-word-embed" in available and "face-crops" in available  # text files and videos
+    assert not available & {"egemaps", "logmel"}  # no separate audio files (the mp4 track is video_path's)
     assert Merc2020(root, aux_weight=0.2).tasks[1].weight == 0.2
 
 
