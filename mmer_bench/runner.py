@@ -265,8 +265,7 @@ class Runner:
             model, dm, trainer = self.fit(cls, hp, manifest, trained, seed, job_dir, hp["max_epochs"], [])
             info = {"epochs_run": trainer.current_epoch, "selection": "fixed epoch budget"}
         else:
-            monitor = f"val/{self.corpus.tasks[0].name}/{self.corpus.primary_metric}"
-            mode = self.corpus.primary_mode
+            monitor, mode = self.monitor(hp)
             best = BestWeights(monitor, mode)
             callbacks = [best, L.pytorch.callbacks.EarlyStopping(monitor, mode=mode, patience=hp["patience"])]
             model, dm, trainer = self.fit(cls, hp, manifest, fold, seed, job_dir, hp["max_epochs"], callbacks)
@@ -284,6 +283,14 @@ class Runner:
         predictions = predict_fold(model, dm, fold)
         n_params = sum(p.numel() for p in model.parameters())
         self.write_job(method, fold, seed, job_dir, config_hash, predictions, n_params, dm, started, info)
+
+    def monitor(self, hp: dict) -> tuple[str, str]:
+        """The validation quantity that selects the epoch, and whether higher ("max") is better."""
+        if hp.get("monitor") is None:
+            return f"val/{self.corpus.tasks[0].name}/{self.corpus.primary_metric}", self.corpus.primary_mode
+        if hp["monitor"] == "loss":
+            return "val/loss", "min"
+        raise ValueError(f"unknown monitor {hp['monitor']!r}: None (the corpus's primary metric) or 'loss'")
 
     def fit(self, cls, hp, manifest, fold, seed, log_dir, max_epochs, callbacks):
         L.seed_everything(seed, workers=True, verbose=False)

@@ -77,6 +77,8 @@ class ClassificationTask:
         return "max"
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, class_weights=None, label_smoothing=0.0):
+        """Cross-entropy with class indices (B,) or soft targets (B, C) (mixup). With class
+        weights, torch averages soft targets over the batch, hard ones over the summed weights."""
         return torch.nn.functional.cross_entropy(
             logits, target, weight=class_weights, label_smoothing=label_smoothing
         )

@@ -2,12 +2,17 @@
 
 Six speakers say 8 clips of each of 6 emotions. Each clip has a 1 s waveform whose pitch,
 energy and syllable rate depend on the emotion (a harmonic voice with a speaker-specific pitch
-and noise colour), a 35-d Action-Unit-like vector (an emotion prototype plus a speaker offset
-plus noise) and a short text whose wording leans towards the emotion. Speaker offsets are large
-enough that a split leaking speakers would score higher: subject-wise CV matters.
+and noise colour), a face track of 20-60 video frames of OpenFace Action Units and a short text
+whose wording leans towards the emotion. The face track follows an onset-apex-offset curve whose
+timing depends on the emotion (surprise rises fast and fades fast, sadness rises slowly and
+lingers) towards an apex of AU intensities (an emotion prototype plus a speaker offset plus
+noise); presence flags follow the intensities and a few frames are untracked. Speaker offsets
+are large enough that a split leaking speakers would score higher: subject-wise CV matters.
 
 Files are written once per generator version under the cache (or the given data root):
-``speaker_XX/<clip_id>.wav``, ``au_means.csv`` (OpenFace AU columns) and ``texts.csv``.
+``speaker_XX/<clip_id>.wav``, ``speaker_XX/<clip_id>.csv`` (OpenFace FeatureExtraction layout),
+``au_means.csv`` (each clip's mean over its tracked frames, OpenFace AU columns) and
+``texts.csv``.
 """
 
 from __future__ import annotations
@@ -22,14 +27,14 @@ import pandas as pd
 import soundfile as sf
 
 from mmer_bench.corpora.base import Corpus
-from mmer_bench.features.face import AU_COLUMNS
+from mmer_bench.features.face import AU_COLUMNS, AU_INTENSITY, AU_PRESENCE
 from mmer_bench.features.store import default_cache_dir
 from mmer_bench.protocols import subject_kfold
 from mmer_bench.registry import CORPORA
 from mmer_bench.tasks import ClassificationTask
 
 EMOTIONS = ("neutral", "happy", "sad", "angry", "fearful", "surprised")
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 N_SPEAKERS, CLIPS_PER_EMOTION, SAMPLE_RATE, SECONDS = 6, 8, 16000, 1.0
 # Relative pitch, energy and syllables per second of each emotion.
 PROSODY = {
@@ -49,6 +54,17 @@ WORDS = {
     "surprised": ["wow", "really", "unexpected", "what", "suddenly"],
 }
 FILLER = ["the", "we", "it", "is", "was", "then", "at", "home", "and", "so"]
+# Face-track timing of each emotion as fractions of the clip: (start, onset, apex, offset).
+DYNAMICS = {
+    "neutral": (0.10, 0.30, 0.30, 0.30),
+    "happy": (0.10, 0.20, 0.50, 0.20),
+    "sad": (0.05, 0.55, 0.35, 0.05),
+    "angry": (0.20, 0.10, 0.60, 0.10),
+    "fearful": (0.15, 0.15, 0.20, 0.50),
+    "surprised": (0.05, 0.05, 0.15, 0.10),
+}
+VIDEO_FPS = 30.0
+AU_NUMBERS = sorted({int(c[2:4]) for c in AU_COLUMNS})  # the 18 AUs behind the 35 columns
 
 
 def _voice(rng, speaker_f0, tilt, pitch, energy, rate) -> np.ndarray:
@@ -62,13 +78,47 @@ def _voice(rng, speaker_f0, tilt, pitch, energy, rate) -> np.ndarray:
     return np.clip(signal, -1, 1).astype(np.float32)
 
 
+def _envelope(n_frames: int, start: float, onset: float, apex: float, offset: float) -> np.ndarray:
+    """Expression intensity per frame: 0 until ``start``, linear rise over ``onset``, 1 over
+    ``apex``, linear fall over ``offset`` (fractions of the clip), then 0."""
+    t = (np.arange(n_frames) + 0.5) / n_frames
+    knots = np.cumsum([0.0, start, onset, apex, offset])
+    return np.interp(t, [*knots, max(knots[-1], 1.0) + 1e-6], [0, 0, 1, 1, 0, 0]).astype(np.float32)
+
+
+def _face_track(rng, apex: np.ndarray, baseline: np.ndarray, dynamics, n_frames: int) -> np.ndarray:
+    """OpenFace columns per frame: frame, face_id, timestamp, confidence, success, 35 AUs."""
+    jitter = rng.uniform(0.8, 1.2, 4)  # no two clips share exact timing
+    envelope = _envelope(n_frames, *(np.array(dynamics) * jitter))
+    latent = baseline + apex * envelope[:, None] + rng.normal(0, 0.25, (n_frames, len(AU_NUMBERS)))
+    index = {n: i for i, n in enumerate(AU_NUMBERS)}
+    intensity = np.clip(latent[:, [index[int(c[2:4])] for c in AU_INTENSITY]], 0, 5)
+    presence = latent[:, [index[int(c[2:4])] for c in AU_PRESENCE]] + rng.normal(0, 0.2, (n_frames, len(AU_PRESENCE))) > 1.0
+    success = rng.random(n_frames) > 0.05
+    aus = np.concatenate([intensity, presence], axis=1) * success[:, None]  # OpenFace writes 0 when untracked
+    aus = aus.round(2)  # the precision OpenFace writes, so au_means.csv matches the CSVs
+    confidence = np.where(success, rng.uniform(0.85, 0.98, n_frames), rng.uniform(0.0, 0.3, n_frames))
+    frames = np.arange(1, n_frames + 1)
+    return np.column_stack([frames, np.zeros(n_frames), (frames - 1) / VIDEO_FPS, confidence, success, aus])
+
+
+# OpenFace separates columns with ", ", so every name after the first starts with a space.
+OPENFACE_HEADER = ", ".join(["frame", "face_id", "timestamp", "confidence", "success", *AU_COLUMNS])
+OPENFACE_ROW = ", ".join(["%d", "%d", "%.3f", "%.2f", "%d"] + ["%.2f"] * len(AU_COLUMNS))
+
+
+def _write_openface(path: Path, track: np.ndarray) -> None:
+    path.write_text("\n".join([OPENFACE_HEADER, *(OPENFACE_ROW % tuple(row) for row in track.tolist())]) + "\n")
+
+
 def generate(root: Path, seed: int = 0) -> None:
     """Write the corpus under ``root`` (atomically: a half-written corpus is never used)."""
     rng = np.random.default_rng(seed)
-    n_au = len(AU_COLUMNS)
-    prototypes = {e: rng.uniform(0, 1.5, n_au) * (rng.random(n_au) < 0.4) for e in EMOTIONS}
+    face_rng = np.random.default_rng(seed + 1)  # a stream of its own: the audio stays as in v1
+    n_au = len(AU_NUMBERS)
+    prototypes = {e: face_rng.uniform(0.5, 2.5, n_au) * (face_rng.random(n_au) < 0.4) for e in EMOTIONS}
     speakers = [
-        {"f0": rng.uniform(100, 230), "tilt": rng.uniform(0.8, 1.6), "au_offset": rng.normal(0, 0.35, n_au)}
+        {"f0": rng.uniform(100, 230), "tilt": rng.uniform(0.8, 1.6), "au_offset": face_rng.normal(0.3, 0.35, n_au)}
         for _ in range(N_SPEAKERS)
     ]
     tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root.parent))
@@ -81,8 +131,11 @@ def generate(root: Path, seed: int = 0) -> None:
                 clip_id = f"{s:02d}-{e:02d}-{k:02d}"
                 audio = _voice(rng, spk["f0"], spk["tilt"], pitch, energy, rate)
                 sf.write(tmp / f"speaker_{s:02d}" / f"{clip_id}.wav", audio, SAMPLE_RATE, subtype="PCM_16")
-                au = np.clip(prototypes[emotion] + spk["au_offset"] + rng.normal(0, 0.9, n_au), 0, None)
-                au_rows.append([clip_id, *au.round(4)])
+                apex = np.clip(prototypes[emotion] + face_rng.normal(0, 0.9, n_au), 0, None)
+                track = _face_track(face_rng, apex, spk["au_offset"], DYNAMICS[emotion], int(face_rng.integers(20, 61)))
+                _write_openface(tmp / f"speaker_{s:02d}" / f"{clip_id}.csv", track)
+                tracked = track[track[:, 4] == 1, 5:]
+                au_rows.append([clip_id, *tracked.mean(axis=0).round(4)])
                 n_cue = rng.integers(0, 3)  # some texts carry no emotional word at all
                 words = list(rng.choice(FILLER, 5)) + list(rng.choice(WORDS[emotion], n_cue))
                 text_rows.append([clip_id, " ".join(rng.permutation(words))])
@@ -116,6 +169,7 @@ class Synthetic(Corpus):
             speaker, emotion, _ = (int(x) for x in path.stem.split("-"))
             rows.append({"clip_id": path.stem, "subject": speaker, "emotion": emotion, "audio_path": str(path)})
         manifest = pd.DataFrame(rows)
+        manifest["openface_path"] = [str(Path(p).with_suffix(".csv")) for p in manifest["audio_path"]]
         manifest["au_means_path"] = str(root / "au_means.csv")
         manifest["text"] = manifest["clip_id"].map(texts)
         return manifest

@@ -1,5 +1,6 @@
-"""Audio extractors: log-mel frames, openSMILE eGeMAPSv02 / ComParE 2016 functionals and LLDs,
-and the 34 short-term features of the MELD audio baseline.
+"""Audio extractors: log-mel frames (plain, and the MERC2020 AttnCNN image), openSMILE
+eGeMAPSv02 / ComParE 2016 functionals and LLDs, and the 34 short-term features of the MELD audio
+baseline.
 
 ``load_audio`` reads audio files with soundfile and the audio track of video files with PyAV.
 """
@@ -100,6 +101,31 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax:
     return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
 
 
+def frame_signal(audio: np.ndarray, frame_length: int, hop: int) -> np.ndarray:
+    """Overlapping frames (n_frames, frame_length), ``hop`` samples apart, the last partial frame
+    dropped; a signal shorter than one frame is zero-padded to one frame."""
+    if audio.size < frame_length:
+        audio = np.pad(audio, (0, frame_length - audio.size))
+    # A strided view, not a gather through an index array: the same frames at half the cost.
+    return np.lib.stride_tricks.sliding_window_view(audio, frame_length)[::hop]
+
+
+def power_spectrogram(audio: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """|STFT|^2 with a Hann window, (n_frames, n_fft // 2 + 1)."""
+    frames = frame_signal(audio, n_fft, hop) * np.hanning(n_fft).astype(np.float32)
+    return np.abs(np.fft.rfft(frames, axis=1)) ** 2
+
+
+def trim_silence(audio: np.ndarray, top_db: float, frame_length: int, hop: int) -> np.ndarray:
+    """Cut leading and trailing frames whose RMS is more than ``top_db`` below the loudest
+    frame's (the rule of librosa.effects.trim, frames not centred); inner pauses stay."""
+    rms = np.sqrt(np.mean(frame_signal(audio, frame_length, hop) ** 2, axis=1))
+    loud = np.flatnonzero(20 * np.log10(np.maximum(rms, 1e-10) / max(rms.max(), 1e-10)) > -top_db)
+    if loud.size == 0:
+        return audio
+    return audio[loud[0] * hop: loud[-1] * hop + frame_length]
+
+
 @EXTRACTORS.register("logmel")
 @dataclass
 class LogMel(Extractor):
@@ -115,14 +141,40 @@ class LogMel(Extractor):
 
     def extract_clip(self, path: str) -> np.ndarray:
         audio = load_audio(path, self.sample_rate)
-        if audio.size < self.n_fft:
-            audio = np.pad(audio, (0, self.n_fft - audio.size))
-        # A strided view, not a gather through an index array: the same frames at half the cost.
-        frames = np.lib.stride_tricks.sliding_window_view(audio, self.n_fft)[:: self.hop]
-        frames = frames * np.hanning(self.n_fft).astype(np.float32)
-        power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+        power = power_spectrogram(audio, self.n_fft, self.hop)
         fbank = mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
         return np.log(power @ fbank.T + 1e-6).astype(np.float32)
+
+
+@EXTRACTORS.register("logmel-merc")
+@dataclass
+class LogMelMERC(Extractor):
+    """The log-mel image of the MERC2020 AttnCNN speech model, (frames, 128).
+
+    16 kHz audio, leading and trailing silence trimmed (frames more than ``top_db`` below the
+    loudest), Hann STFT n_fft 512 / hop 256 (16 ms), 128 HTK mels over 80-8000 Hz, power in dB
+    relative to the clip's loudest bin and floored ``floor_db`` below it, then shifted to be
+    non-negative and divided per frame by its maximum: every frame lies in [0, 1] and peaks at 1
+    (a silent frame stays all zero).
+    """
+
+    sample_rate: int = 16000
+    n_fft: int = 512
+    hop: int = 256
+    n_mels: int = 128
+    fmin: float = 80.0
+    fmax: float = 8000.0
+    top_db: float = 20.0
+    floor_db: float = 80.0
+    kind = "sequence"
+
+    def extract_clip(self, path: str) -> np.ndarray:
+        audio = trim_silence(load_audio(path, self.sample_rate), self.top_db, self.n_fft, self.hop)
+        power = power_spectrogram(audio, self.n_fft, self.hop)
+        mel = power @ mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax).T
+        db = 10 * np.log10(np.maximum(mel, 1e-10) / max(mel.max(), 1e-10))
+        db = np.maximum(db, -self.floor_db) + self.floor_db  # in [0, floor_db]
+        return (db / np.maximum(db.max(axis=1, keepdims=True), 1e-6)).astype(np.float32)
 
 
 @lru_cache(maxsize=4)

@@ -26,6 +26,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from mmer_bench.methods import augment
 from mmer_bench.tasks import Task
 
 
@@ -40,7 +41,7 @@ class EmotionRecognizer(L.LightningModule):
     base_defaults: ClassVar[dict] = {
         "lr": 1e-3,
         "weight_decay": 0.0,
-        "optimizer": "adam",  # adam | adamw | sgd
+        "optimizer": "adam",  # adam | adamw | sgd | ranger (RAdam + Lookahead, needs timm)
         "momentum": 0.9,
         "scheduler": None,  # None | "cosine" | "step"
         "step_size": 50,
@@ -49,12 +50,18 @@ class EmotionRecognizer(L.LightningModule):
         "class_weighted": False,
         "max_epochs": 100,
         "patience": 20,  # None: no early stopping, train max_epochs (no validation selection)
+        # What validation selects the epoch on: None = the corpus's primary metric (in its own
+        # direction), "loss" = the validation loss (lower is better).
+        "monitor": None,
         "batch_size": 32,
         "gradient_clip_val": None,
         # After validation has chosen the epoch count, train a fresh model on train + val for
         # that many epochs (the test part still chooses nothing; val scores are then in-sample).
         # With patience None: train on train + val for max_epochs.
         "refit": False,
+        # Batch augmentations (methods/augment.py), training steps only.
+        "mixup": 0.0,  # Beta(alpha, alpha) mixup of inputs and targets; 0 = off
+        "specaugment": None,  # None | True | {time_masks, time_width, freq_masks, freq_width, inputs}
     }
 
     def __init__(self, tasks: tuple[Task, ...], input_dims: dict[str, int],
@@ -107,7 +114,18 @@ class EmotionRecognizer(L.LightningModule):
             )
         return total
 
+    def augment_batch(self, batch: dict) -> dict:
+        """The training batch after the augmentations the hyperparameters switch on."""
+        spec = self.hp["specaugment"]
+        if spec:
+            options = {**augment.SPEC_AUGMENT_DEFAULTS, **(spec if isinstance(spec, dict) else {})}
+            batch = augment.spec_augment(batch, **options)
+        if self.hp["mixup"]:
+            batch = augment.mixup(batch, self.tasks, self.hp["mixup"])
+        return batch
+
     def training_step(self, batch, batch_idx):
+        batch = self.augment_batch(batch)
         loss = self.compute_loss(self(batch), batch["targets"])
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["clip_id"]))
         return loss
@@ -154,6 +172,8 @@ class EmotionRecognizer(L.LightningModule):
         elif hp["optimizer"] == "sgd":
             optimizer = torch.optim.SGD(params, lr=hp["lr"], momentum=hp["momentum"], nesterov=True,
                                         weight_decay=hp["weight_decay"])
+        elif hp["optimizer"] == "ranger":
+            optimizer = ranger(params, hp["lr"], hp["weight_decay"])
         else:
             raise ValueError(f"unknown optimizer {hp['optimizer']!r}")
         if hp["scheduler"] is None:
@@ -165,3 +185,15 @@ class EmotionRecognizer(L.LightningModule):
         else:
             raise ValueError(f"unknown scheduler {hp['scheduler']!r}")
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def ranger(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """RAdam wrapped in Lookahead ("Ranger"), from timm: an optional extra, imported on use."""
+    try:
+        from timm.optim import create_optimizer_v2
+    except ImportError as exc:
+        raise ImportError(
+            f"optimizer 'ranger' needs timm, which is not importable here ({exc}); install the vision "
+            "extra: pip install -e '.[vision]' (see README), or choose optimizer adam / adamw / sgd"
+        ) from exc
+    return create_optimizer_v2(params, "lookahead_radam", lr=lr, weight_decay=weight_decay)

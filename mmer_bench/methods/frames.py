@@ -35,13 +35,15 @@ class FrameLevelRecognizer(EmotionRecognizer):
     def frame_loss(self, logits: dict[str, torch.Tensor], mask: torch.Tensor, targets: dict) -> torch.Tensor:
         """The base loss on the real frames, each labelled with its clip's label."""
         per_frame = {name: value[mask] for name, value in logits.items()}
-        labels = {name: target[:, None].expand(mask.shape)[mask] for name, target in targets.items()}
+        # (B,) class indices, or (B, C) soft / regression targets after mixup: one copy per frame.
+        labels = {name: target[:, None].expand(*mask.shape, *target.shape[1:])[mask] for name, target in targets.items()}
         return self.compute_loss(per_frame, labels)
 
     def clip_probs(self, logits: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: aggregate_frames(value, mask, self.hp["aggregate"]) for name, value in logits.items()}
 
     def training_step(self, batch, batch_idx):
+        batch = self.augment_batch(batch)
         logits, mask = self._frames(batch)
         loss = self.frame_loss(logits, mask, batch["targets"])
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["clip_id"]))

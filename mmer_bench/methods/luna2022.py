@@ -7,6 +7,15 @@ dataset", Applied Sciences 12(1):327. Subject-wise 5-fold CV on RAVDESS speech c
   L2 1e-4, up to 200 epochs, no early stopping) on all training actors; here it is the same
   network in torch with the same recipe (200 epochs over all training actors, batch 200). The
   validation actors are scored but select nothing.
+- ``luna2022-au-bilstm``: the dynamic facial model (62.13% accuracy): per-frame OpenFace AUs
+  through a 2-layer BiLSTM (50 units per direction, dropout 0.3 between layers), additive
+  self-attention pooling over time (Linear 100-100, tanh, Linear 100-1, softmax) and a linear
+  layer to the 8 emotions; class-weighted cross-entropy, Adam 1e-3, gradient norm clipped at 1,
+  early stopping on the validation actors. Differences: sequences are packed, so padding never
+  reaches the recurrence or the pooling (a fixed-length padded batch would let it leak); AUs are
+  standardised on the training clips (the paper's scaling of the sequences is not stated). The
+  public RAVDESS data carries no per-frame AUs (only clip means), so this model runs on corpora
+  with OpenFace per-frame CSVs (the synthetic corpus here) until those are extracted.
 - ``luna2022-fusion``: the late fusion (Table 5: 86.70% for wav2vec2 + AU MLP + AU BiLSTM):
   logistic regression (C=1) on MinMax-scaled concatenated posteriors, trained on the training
   folds' posteriors.
@@ -19,6 +28,7 @@ from typing import ClassVar
 from torch import nn
 
 from mmer_bench.methods.base import EmotionRecognizer
+from mmer_bench.methods.layers import AttentionPooling, run_rnn
 from mmer_bench.registry import METHODS
 
 
@@ -38,6 +48,29 @@ class Luna2022AUMLP(EmotionRecognizer):
 
     def forward(self, batch):
         return self.apply_heads(self.body(batch["inputs"]["au"]))
+
+
+@METHODS.register("luna2022-au-bilstm")
+class Luna2022AUBiLSTM(EmotionRecognizer):
+    inputs = {"au": "au-sequence"}
+    scaling = {"au": "standard"}
+    paper = {"ravdess": {"accuracy": 62.13,
+                         "source": "Luna-Jimenez et al. 2022, Applied Sciences 12:327 (bi-LSTM on AU sequences)",
+                         "note": "needs per-frame OpenFace AUs of the RAVDESS videos"}}
+    defaults = {"hidden": 50, "layers": 2, "dropout": 0.3, "lr": 1e-3, "class_weighted": True,
+                "gradient_clip_val": 1.0, "max_epochs": 150, "patience": 20, "batch_size": 32}
+
+    def build(self):
+        hidden = self.hp["hidden"]
+        self.rnn = nn.LSTM(self.input_dims["au"], hidden, num_layers=self.hp["layers"], batch_first=True,
+                           bidirectional=True, dropout=self.hp["dropout"] if self.hp["layers"] > 1 else 0.0)
+        self.pool = AttentionPooling(2 * hidden, 2 * hidden)
+        self.heads = self.task_heads(2 * hidden)
+
+    def forward(self, batch):
+        mask = batch["masks"]["au"]
+        states = run_rnn(self.rnn, batch["inputs"]["au"], mask)
+        return self.apply_heads(self.pool(states, mask))
 
 
 @METHODS.register("luna2022-fusion")
