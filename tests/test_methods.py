@@ -2,8 +2,6 @@
 layers, the training-recipe options of the base class, and the data they need: the synthetic
 corpus's OpenFace per-frame CSVs and the MERC log-mel image."""
 
-import os
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -181,19 +179,7 @@ def test_training_step_with_mixup_specaugment_and_label_smoothing():
     assert torch.isfinite(loss) and model.rnn.weight_ih_l0.grad is not None
 
 
-def _timm_available() -> bool:
-    try:
-        import timm.optim  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-def test_ranger_optimizer():
-    if not _timm_available():
-        if os.environ.get("MMER_REQUIRE_VISION") == "1":
-            pytest.fail("timm is not importable (MMER_REQUIRE_VISION=1 makes this required)")
-        pytest.skip("timm (the vision extra) is not importable")
+def test_ranger_optimizer(timm_module):
     model = METHODS.get("williams2018-bilstm")(TASKS, {"speech": 25}, optimizer="ranger", scheduler="cosine")
     config = model.configure_optimizers()
     optimizer = config["optimizer"]
