@@ -86,6 +86,19 @@ def test_padding_does_not_change_predictions(method):
     assert torch.isfinite(loss)
 
 
+@pytest.mark.parametrize("method", list(SMALL))
+def test_methods_run_under_bf16_autocast(method):
+    cls = METHODS.get(method)
+    name = next(iter(cls.inputs))
+    hp = {k: v for k, v in SMALL[method].items() if k not in ("max_epochs", "patience")}
+    model = cls(TASKS, {name: INPUT_DIMS[method]}, **hp)
+    batch = make_batch(name, INPUT_DIMS[method], [30, 50, 41])
+    for training in (True, False):
+        model.train(training)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert model(batch)["emotion"].shape == (3, 6)
+
+
 def test_williams_pools_a_clip_into_fixed_steps():
     from mmer_bench.methods.williams2018 import pool_steps
 
@@ -168,6 +181,7 @@ def test_spec_augment_masks_only_real_frames():
     assert torch.equal(out[1, 12:], batch["inputs"]["mel"][1, 12:])
 
 
+@pytest.mark.filterwarnings("ignore:.*self.trainer.* reference is not registered")
 def test_training_step_with_mixup_specaugment_and_label_smoothing():
     torch.manual_seed(0)
     cls = METHODS.get("luna2022-au-bilstm")

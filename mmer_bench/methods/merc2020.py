@@ -107,11 +107,13 @@ class MERC2020AttnCNN(EmotionRecognizer):
         else:
             # Clips of one length together, each cut to its real frames: no padding enters.
             length = mask.sum(1)
-            out_length = self.out_lengths(length)
-            features = x.new_zeros(x.shape[0], int(out_length.max()), self.cnn._bn1.num_features)
+            groups = []
             for value in torch.unique(length).tolist():
                 rows = torch.nonzero(length == value).squeeze(1)
-                encoded = self.encode(x[rows, :value])
+                groups.append((rows, self.encode(x[rows, :value])))
+            steps = int(self.out_lengths(length).max())
+            features = groups[0][1].new_zeros(x.shape[0], steps, groups[0][1].shape[2])  # the CNN's dtype (AMP)
+            for rows, encoded in groups:
                 features[rows, : encoded.shape[1]] = encoded
         out_mask = torch.arange(features.shape[1], device=x.device)[None, :] < self.out_lengths(length)[:, None]
         states = run_rnn(self.rnn, features, out_mask)
