@@ -193,6 +193,15 @@ def test_training_step_with_mixup_specaugment_and_label_smoothing():
     assert torch.isfinite(loss) and model.rnn.weight_ih_l0.grad is not None
 
 
+@pytest.mark.filterwarnings("ignore:.*self.trainer.* reference is not registered")
+def test_frame_level_training_step_with_mixup_and_specaugment():
+    torch.manual_seed(0)
+    model = METHODS.get("au-frame-mlp")(TASKS, {"au": 35}, mixup=0.4, specaugment=True)
+    loss = model.training_step(make_batch("au", 35, [20, 30, 25]), 0)
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
 def test_ranger_optimizer(timm_module):
     model = METHODS.get("williams2018-bilstm")(TASKS, {"speech": 25}, optimizer="ranger", scheduler="cosine")
     config = model.configure_optimizers()
