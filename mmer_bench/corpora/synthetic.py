@@ -114,7 +114,7 @@ def _write_openface(path: Path, track: np.ndarray) -> None:
 def generate(root: Path, seed: int = 0) -> None:
     """Write the corpus under ``root`` (atomically: a half-written corpus is never used)."""
     rng = np.random.default_rng(seed)
-    face_rng = np.random.default_rng(seed + 1)  # a stream of its own: the audio stays as in v1
+    face_rng = np.random.default_rng(seed + 1)  # its own stream: changing the face leaves audio and text alone
     n_au = len(AU_NUMBERS)
     prototypes = {e: face_rng.uniform(0.5, 2.5, n_au) * (face_rng.random(n_au) < 0.4) for e in EMOTIONS}
     speakers = [
