@@ -98,6 +98,10 @@ def load_benchmark_config(path: str | None, corpus: str) -> dict:
 def cmd_bench(args) -> int:
     from mmer_bench.runner import BenchConfig, run_bench
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     conf = load_benchmark_config(args.config, args.corpus)
     trainer = conf.get("trainer", {})
     config = BenchConfig(
@@ -247,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-missing", action="store_true", help="leave out clips lacking features (counted)")
     p.add_argument("--cache-dir", help="feature cache (default $MMER_CACHE or ~/.cache/mmer-bench)")
     p.add_argument("--workers", type=int, help="extraction processes (default: all cores)")
+    p.add_argument("--threads", type=int, help="torch threads per process (1 is fastest for small models on busy CPUs)")
     p.add_argument("--publish", help="also write DIR/CORPUS.md and DIR/CORPUS.parquet (e.g. leaderboard)")
     p.set_defaults(func=cmd_bench)
 
