@@ -100,7 +100,8 @@ def test_parse_release_layout(meld_root):
     assert manifest["video_path"].notna().sum() == 1
     assert manifest.loc[0, "video_path"].endswith("meld/train_splits/dia0_utt0.mp4")
     assert corpus.missing_video == {"train": 11, "val": 5, "test": 6}
-    assert corpus.available_features(manifest) >= {"minilm"}
+    assert corpus.available_features(manifest) >= {"minilm", "egemaps", "meld-audio34"}  # audio from the mp4
+    assert manifest.loc[0, "audio_path"] == manifest.loc[0, "video_path"]
 
 
 def test_official_split_on_fixture(meld_root):

@@ -213,6 +213,8 @@ class Meld(Corpus):
             clips = root / clip_folder
             videos = [clips / f"dia{d}_utt{u}.mp4" for d, u in zip(frame["dialogue_id"], frame["utterance"])]
             frame["video_path"] = [str(v) if v.is_file() else None for v in videos]
+            # MELD ships no separate audio: the speech extractors read the mp4's audio track.
+            frame["audio_path"] = frame["video_path"]
             self.missing_video[split] = int(frame["video_path"].isna().sum())
             if clips.is_dir() and self.missing_video[split]:
                 log.warning("meld %s: %d of %d clips have no video in %s", split, self.missing_video[split],
