@@ -168,6 +168,7 @@ class LogMelMERC(Extractor):
     top_db: float = 20.0
     floor_db: float = 80.0
     kind = "sequence"
+    parallel = False  # as cheap as LogMel: a process pool only adds pickling
 
     def extract_clip(self, path: str) -> np.ndarray:
         audio = trim_silence(load_audio(path, self.sample_rate), self.top_db, self.n_fft, self.hop)

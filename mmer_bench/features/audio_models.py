@@ -91,13 +91,8 @@ class TorchAudioEncoder(Extractor):
     def extract_many(self, manifest: pd.DataFrame, workers: int) -> dict[str, np.ndarray | str]:
         import torch
 
-        results: dict[str, np.ndarray | str] = {}
-        items = []
-        for clip_id, path in zip(manifest["clip_id"], manifest.get(self.source_column, pd.Series(dtype=str))):
-            if isinstance(path, str) and path:
-                items.append((clip_id, path))
-            else:
-                results[clip_id] = f"clip {clip_id} has no {self.source_column.replace('_path', '')} file"
+        items, missing = self.source_items(manifest)
+        results: dict[str, np.ndarray | str] = dict(missing)
         if not items:
             return results
         progress = tqdm(total=len(items), desc=f"extract {self.name}", unit="clip", mininterval=1.0)

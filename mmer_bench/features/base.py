@@ -61,14 +61,19 @@ class Extractor:
             return clip_id, f"{path}: the extracted features contain NaN or infinite values"
         return clip_id, out
 
-    def extract_many(self, manifest: pd.DataFrame, workers: int) -> dict[str, np.ndarray | str]:
-        results: dict[str, np.ndarray | str] = {}
-        items = []
+    def source_items(self, manifest: pd.DataFrame) -> tuple[list[tuple[str, str]], dict[str, str]]:
+        """(clip_id, path) pairs to extract, and an error per clip that has no source file."""
+        items, missing = [], {}
         for clip_id, path in zip(manifest["clip_id"], manifest.get(self.source_column, pd.Series(dtype=str))):
             if isinstance(path, str) and path:
                 items.append((clip_id, path))
             else:
-                results[clip_id] = f"clip {clip_id} has no {self.source_column.replace('_path', '')} file"
+                missing[clip_id] = f"clip {clip_id} has no {self.source_column.replace('_path', '')} file"
+        return items, missing
+
+    def extract_many(self, manifest: pd.DataFrame, workers: int) -> dict[str, np.ndarray | str]:
+        items, missing = self.source_items(manifest)
+        results: dict[str, np.ndarray | str] = dict(missing)
         progress = tqdm(total=len(items), desc=f"extract {self.name}", unit="clip", mininterval=1.0)
         if self.parallel and workers > 1 and len(items) > 1:
             # Chunks keep the inter-process traffic low; the pool uses every core asked for.
