@@ -352,3 +352,22 @@ class MeldAudio34(Extractor):
         # Only the samples the first max_frames frames cover are analysed.
         audio = audio[: window + step * (self.max_frames - 1)]
         return short_term_features(audio, self.sample_rate, window, step)
+
+
+@EXTRACTORS.register("waveform")
+@dataclass
+class Waveform(Extractor):
+    """The raw samples, mono at ``sample_rate`` (16 kHz), as a (samples, 1) sequence for models
+    that take waveforms (fine-tuned wav2vec 2.0); clips longer than ``max_seconds`` keep their
+    first ``max_seconds`` (None: whole clips)."""
+
+    sample_rate: int = 16000
+    max_seconds: float | None = 10.0
+    kind = "sequence"
+    parallel = False  # decoding only: a process pool would mostly pickle the samples back
+
+    def extract_clip(self, path: str) -> np.ndarray:
+        audio = load_audio(path, self.sample_rate)
+        if self.max_seconds:
+            audio = audio[: int(self.max_seconds * self.sample_rate)]
+        return audio.astype(np.float32)[:, None]

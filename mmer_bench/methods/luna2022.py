@@ -16,6 +16,15 @@ dataset", Applied Sciences 12(1):327. Subject-wise 5-fold CV on RAVDESS speech c
   standardised on the training clips (the paper's scaling of the sequences is not stated). The
   public RAVDESS data carries no per-frame AUs (only clip means), so this model runs on corpora
   with OpenFace per-frame CSVs (the synthetic corpus here) until those are extracted.
+- ``luna2022-w2v2-ft``: the aural model (81.82% accuracy with xlsr-53 fine-tuned): a wav2vec 2.0
+  checkpoint (``model_path``, a local transformers folder; ``tiny_random`` builds a tiny random
+  one for tests) over the raw 16 kHz waveform (extractor ``waveform``), its convolutional feature
+  encoder frozen and its transformer fine-tuned, mean over the real frames, dropout, Linear(H, H),
+  tanh, dropout, Linear(H, classes) (the classification head of transformers' wav2vec2 sequence
+  classifiers). Each clip is normalised to zero mean and unit variance over its real samples,
+  and padding is masked out of attention and of the mean (exact only for layer-norm feature
+  encoders such as xlsr-53; group-norm ones such as wav2vec2-base see padding in their first
+  normalisation).
 - ``luna2022-fusion``: the late fusion (Table 5: 86.70% for wav2vec2 + AU MLP + AU BiLSTM):
   logistic regression (C=1) on MinMax-scaled concatenated posteriors, trained on the training
   folds' posteriors.
@@ -25,10 +34,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from mmer_bench.methods.base import EmotionRecognizer
-from mmer_bench.methods.layers import AttentionPooling, run_rnn
+from mmer_bench.methods.layers import AttentionPooling, masked_mean, run_rnn
 from mmer_bench.registry import METHODS
 
 
@@ -71,6 +81,47 @@ class Luna2022AUBiLSTM(EmotionRecognizer):
         mask = batch["masks"]["au"]
         states = run_rnn(self.rnn, batch["inputs"]["au"], mask)
         return self.apply_heads(self.pool(states, mask))
+
+
+@METHODS.register("luna2022-w2v2-ft")
+class Luna2022Wav2Vec2FT(EmotionRecognizer):
+    inputs = {"wave": "waveform"}
+    scaling: ClassVar[dict[str, str]] = {}  # normalised per clip in forward
+    paper = {"ravdess": {"accuracy": 81.82,
+                         "source": "Luna-Jimenez et al. 2022, Applied Sciences 12:327 (xlsr-53 fine-tuned)"}}
+    defaults = {"model_path": None, "tiny_random": False, "dropout": 0.1, "lr": 1e-4, "max_epochs": 20,
+                "patience": 5, "batch_size": 8}
+
+    def build(self):
+        from transformers import Wav2Vec2Model
+
+        from mmer_bench.features.audio_models import tiny_wav2vec2_config
+
+        if self.hp["tiny_random"]:
+            self.encoder = Wav2Vec2Model(tiny_wav2vec2_config())
+        elif self.hp["model_path"]:
+            self.encoder = Wav2Vec2Model.from_pretrained(self.hp["model_path"], local_files_only=True)
+        else:
+            raise ValueError("luna2022-w2v2-ft needs model_path (a local wav2vec2 checkpoint folder, e.g. "
+                             "wav2vec2-large-xlsr-53); tiny_random: true is for tests")
+        self.encoder.freeze_feature_encoder()
+        hidden = self.encoder.config.hidden_size
+        self.dropout = nn.Dropout(self.hp["dropout"])
+        self.dense = nn.Linear(hidden, hidden)
+        self.heads = self.task_heads(hidden)
+
+    def forward(self, batch):
+        wave, mask = batch["inputs"]["wave"].squeeze(-1), batch["masks"]["wave"]
+        weights = mask.to(wave.dtype)
+        count = weights.sum(1, keepdim=True).clamp(min=1)
+        mean = (wave * weights).sum(1, keepdim=True) / count
+        var = (((wave - mean) * weights) ** 2).sum(1, keepdim=True) / count
+        wave = (wave - mean) / torch.sqrt(var + 1e-7) * weights
+        states = self.encoder(wave, attention_mask=mask.long()).last_hidden_state
+        frames = self.encoder._get_feat_extract_output_lengths(mask.sum(1))
+        frame_mask = torch.arange(states.shape[1], device=states.device)[None, :] < frames[:, None]
+        pooled = masked_mean(states, frame_mask)
+        return self.apply_heads(self.dropout(torch.tanh(self.dense(self.dropout(pooled)))))
 
 
 @METHODS.register("luna2022-fusion")
