@@ -201,11 +201,16 @@ class Runner:
             hp["max_epochs"] = self.cfg.max_epochs
         return hp
 
-    def config_hash(self, method: str, fold: Fold, seed: int, manifest_hash: str) -> str:
+    def fusion_sources(self, method: str, methods: list[str]) -> list[str]:
+        return self.hparams(method)["fuse"] or [m for m in methods if not is_fusion(METHODS.get(m))]
+
+    def config_hash(self, method: str, fold: Fold, seed: int, manifest_hash: str, methods: list[str]) -> str:
+        # A fusion job depends on which methods it fuses: a run adding a method must redo it.
+        sources = self.fusion_sources(method, methods) if is_fusion(METHODS.get(method)) else None
         return stable_hash({"corpus": self.corpus.name, "options": self.cfg.corpus_options, "method": method,
                             "hp": self.hparams(method), "fold": [fold.train, fold.val, fold.test], "seed": seed,
                             "precision": self.cfg.precision, "manifest": manifest_hash,
-                            "version": mmer_bench.__version__})
+                            "version": mmer_bench.__version__, **({"fused": sources} if sources else {})})
 
     # --- running ----------------------------------------------------------------------------
     def run(self) -> pd.DataFrame:
@@ -214,15 +219,18 @@ class Runner:
         failures = []
         for method, fold, seed in jobs:
             job_dir = self.job_dir(method, fold, seed)
-            config_hash = self.config_hash(method, fold, seed, manifest_hash)
+            config_hash = self.config_hash(method, fold, seed, manifest_hash, methods)
             if (job_dir / "DONE").exists():
                 done = json.loads((job_dir / "DONE").read_text())
-                if done["config_hash"] != config_hash:
+                if done["config_hash"] == config_hash:
+                    log.info("skip finished job %s %s seed %d", method, fold.name, seed)
+                    continue
+                if not is_fusion(METHODS.get(method)):
                     raise RuntimeError(
                         f"{job_dir} holds a finished job with another configuration (corpus data, hyperparameters "
                         "or code version changed); use a new --out directory or delete that job folder")
-                log.info("skip finished job %s %s seed %d", method, fold.name, seed)
-                continue
+                # A fusion job is derived from the other jobs' predictions: redo it when they change.
+                (job_dir / "DONE").unlink()
             log.info("run %s %s seed %d", method, fold.name, seed)
             try:
                 if is_fusion(METHODS.get(method)):
@@ -318,7 +326,7 @@ class Runner:
 
     def run_fusion(self, method, methods, manifest, fold, seed, job_dir, config_hash):
         hp = self.hparams(method)
-        sources = hp["fuse"] or [m for m in methods if not is_fusion(METHODS.get(m))]
+        sources = self.fusion_sources(method, methods)
         if not sources:
             raise ValueError(f"{method} has no methods to fuse in this run")
         if self.rank != 0:
@@ -392,7 +400,8 @@ class Runner:
         preds = pd.concat([pd.read_parquet(p.parent / "predictions.parquet") for p in result_files], ignore_index=True)
         write_parquet(preds, self.out / "predictions.parquet",
                       {"classes": {t.name: list(t.classes) for t in self.corpus.tasks}})
-        provenance = {"command": self.cfg.command, "git_commit": git_commit(),
+        # Jobs resumed across commits: name every commit that produced a row.
+        provenance = {"command": self.cfg.command, "git_commit": ", ".join(sorted(results["git_commit"].unique())),
                       "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         markdown = leaderboard_markdown(results, self.corpus, provenance)
         write_text(self.out / "leaderboard.md", markdown)

@@ -142,3 +142,13 @@ def test_every_method_predicts_the_same_clips_per_part(synthetic_run):
     preds = pd.read_parquet(out / "predictions.parquet")
     parts = preds.groupby(["method", "fold", "split"])["clip_id"].apply(frozenset).unstack("method")
     assert (parts.nunique(axis=1) == 1).all()
+
+
+def test_fusion_is_redone_when_a_run_adds_a_method(tmp_path):
+    def run(methods):
+        run_bench(BenchConfig(corpus="synthetic", methods=methods, folds=["fold0"], out=str(tmp_path),
+                              loggers=["csv"], hparams={"egemaps-mlp": {"max_epochs": 5}, "luna2022-au-mlp": {"max_epochs": 5}}))
+        return json.loads((tmp_path / "jobs/luna2022-fusion/fold0-seed0/job.json").read_text())["fused"]
+
+    assert run(["luna2022-au-mlp", "luna2022-fusion"]) == ["luna2022-au-mlp"]
+    assert run(["luna2022-au-mlp", "egemaps-mlp", "luna2022-fusion"]) == ["luna2022-au-mlp", "egemaps-mlp"]
