@@ -2,7 +2,7 @@
 
 Poria, Hazarika, Majumder, Naik, Cambria, Mihalcea (2019), "MELD: A Multimodal Multi-Party
 Dataset for Emotion Recognition in Conversations", ACL 2019, pp. 527-536. Its utterance-level
-baselines (Section 5, Table 6: text-CNN 55.02 weighted-F1 on the 7 emotions):
+baselines (text-CNN: 55.02 weighted-F1 on the 7 emotions):
 
 - ``meld-text-cnn``: the text CNN of Kim (2014) as the MELD paper uses it: GloVe word vectors
   -> 1-D convolutions with windows 3, 4 and 5 of ``filters`` filters each (50 in the paper; 512
@@ -16,7 +16,7 @@ baselines (Section 5, Table 6: text-CNN 55.02 weighted-F1 on the 7 emotions):
   vectors, which are not packaged here.
 - ``meld-audio-cnn``: MELD's audio baseline feeds the 34 pyAudioAnalysis features
   (``meld-audio34``, at most 100 frames of 0.2 s) to a classifier; the paper gives no network
-  detail beyond its audio-only weighted-F1 (Table 6, audio column of the text-CNN/bcLSTM rows).
+  detail beyond its audio-only audio-only weighted-F1.
   Here: two Conv1D layers (``channels`` 64 -> 128, kernel 3, BatchNorm over real frames, ReLU)
   -> masked max and mean pooling over the real frames -> dropout -> heads, class-weighted. It is
   a small, documented stand-in, not a reproduction; no paper figure is shown beside it.
@@ -61,7 +61,7 @@ class MeldTextCNN(EmotionRecognizer):
     inputs = {"text": "glove"}
     scaling: dict[str, str] = {}
     paper = {"meld": {"weighted_f1": 55.02,
-                      "source": "Poria et al. 2019, MELD, ACL, Table 6 (text-CNN, 7 emotions)"}}
+                      "source": "Poria et al. 2019, MELD, ACL, results table, text-CNN row (7 emotions)"}}
     defaults = {"filters": 50, "windows": (3, 4, 5), "dense": 100, "dropout": 0.5,
                 "class_weighted": True, "lr": 1e-3, "batch_size": 32, "max_epochs": 100, "patience": 10}
 
