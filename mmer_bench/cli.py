@@ -118,7 +118,7 @@ def cmd_bench(args) -> int:
         strategy=args.strategy or trainer.get("strategy", "auto"),
         precision=args.precision or trainer.get("precision", "32-true"),
         loggers=_split(args.loggers) or conf.get("loggers", ["csv", "wandb"]),
-        skip_missing=args.skip_missing,
+        skip_missing=args.skip_missing or conf.get("skip_missing", False),
         cache_dir=args.cache_dir,
         workers=args.workers,
         publish=args.publish,
