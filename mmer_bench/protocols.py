@@ -99,8 +99,16 @@ def subject_kfold(
     return folds
 
 
-def official_split(manifest: pd.DataFrame, split_column: str = "split", names=("train", "val", "test")) -> list[Fold]:
-    """One fold from a column that names each clip's official part."""
+def official_split(manifest: pd.DataFrame, split_column: str = "split", names=("train", "val", "test"),
+                   group_column: str | None = None) -> list[Fold]:
+    """One fold from a column that names each clip's official part. With ``group_column`` (a
+    dialogue, a video), first fail loudly if a group spans several parts: a re-split copy of a
+    corpus would otherwise leak whole conversations or videos."""
+    if group_column:
+        parts_per_group = manifest.groupby(group_column)[split_column].nunique()
+        crossing = list(parts_per_group.index[parts_per_group > 1])
+        if crossing:
+            raise LeakageError(f"{group_column}s {crossing[:5]} span several parts of the official split")
     ids = {}
     for part, name in zip(("train", "val", "test"), names):
         ids[part] = tuple(manifest.loc[manifest[split_column] == name, "clip_id"])

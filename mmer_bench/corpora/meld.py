@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from mmer_bench.corpora.base import Corpus, CorpusNotFoundError
-from mmer_bench.protocols import LeakageError, official_split
+from mmer_bench.protocols import official_split
 from mmer_bench.registry import CORPORA
 from mmer_bench.tasks import ClassificationTask
 
@@ -223,10 +223,5 @@ class Meld(Corpus):
         return pd.concat(frames, ignore_index=True)
 
     def folds(self, manifest: pd.DataFrame):
-        # Dialogue names carry their split, so none can cross splits; check it all the same (plan()
-        # checks the folds too), since a re-split copy of MELD would leak whole conversations.
-        splits_per_dialogue = manifest.groupby("dialogue")["split"].nunique()
-        crossing = list(splits_per_dialogue.index[splits_per_dialogue > 1])
-        if crossing:
-            raise LeakageError(f"MELD dialogues {crossing[:5]} span several splits")
-        return official_split(manifest, "split")
+        # Dialogue names carry their split, so none can cross; checked all the same.
+        return official_split(manifest, "split", group_column="dialogue")
