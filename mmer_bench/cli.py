@@ -113,6 +113,8 @@ def cmd_bench(args) -> int:
         out=args.out or f"runs/{args.corpus}",
         corpus_options=conf.get("corpus_options", {}),
         hparams=conf.get("hparams", {}),
+        inputs=conf.get("inputs", {}),
+        features=conf.get("features", {}),
         devices=_devices(args.devices or trainer.get("devices", 1)),
         accelerator=args.accelerator or trainer.get("accelerator", "auto"),
         strategy=args.strategy or trainer.get("strategy", "auto"),

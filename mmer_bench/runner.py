@@ -32,7 +32,7 @@ from mmer_bench.corpora.base import Corpus, CorpusDataModule
 from mmer_bench.features.store import FeatureStore, stable_hash
 from mmer_bench.fusion import align, fuse
 from mmer_bench.protocols import Fold
-from mmer_bench.registry import CORPORA, METHODS
+from mmer_bench.registry import CORPORA, EXTRACTORS, METHODS
 from mmer_bench.report import leaderboard_markdown
 from mmer_bench.results import write_parquet, write_text
 
@@ -54,6 +54,9 @@ class BenchConfig:
     out: str = "runs/bench"
     corpus_options: dict = field(default_factory=dict)
     hparams: dict[str, dict] = field(default_factory=dict)  # method -> overrides
+    # method -> {input name: extractor name}: feed a method other features than its defaults
+    inputs: dict[str, dict] = field(default_factory=dict)
+    features: dict[str, dict] = field(default_factory=dict)  # extractor name -> its parameters
     devices: int | str = 1
     accelerator: str = "auto"
     strategy: str = "auto"
@@ -84,12 +87,26 @@ def is_fusion(cls) -> bool:
     return getattr(cls, "is_fusion", False)
 
 
-def compatible_methods(corpus: Corpus, manifest: pd.DataFrame) -> list[str]:
+def method_inputs(name: str, overrides: dict[str, dict] | None = None) -> dict[str, str]:
+    """A method's input name -> extractor name: its class defaults, with the benchmark config's
+    ``inputs`` overrides (which may only rename the extractor of an input the method has)."""
+    cls = METHODS.get(name)
+    override = (overrides or {}).get(name, {})
+    unknown = set(override) - set(cls.inputs)
+    if unknown:
+        raise ValueError(f"{name}: the benchmark config sets inputs {sorted(unknown)}, but the method's inputs "
+                         f"are {sorted(cls.inputs)}")
+    for extractor in override.values():
+        EXTRACTORS.get(extractor)  # an unknown extractor fails here, with the known names
+    return {**cls.inputs, **override}
+
+
+def compatible_methods(corpus: Corpus, manifest: pd.DataFrame, overrides: dict[str, dict] | None = None) -> list[str]:
     available = corpus.available_features(manifest)
     # Posterior fusion fuses class probabilities: only for corpora whose tasks are all classification.
     fusable = all(t.kind == "classification" for t in corpus.tasks)
     return [name for name, cls in METHODS.items()
-            if (fusable if is_fusion(cls) else set(cls.inputs.values()) <= available)]
+            if (fusable if is_fusion(cls) else set(method_inputs(name, overrides).values()) <= available)]
 
 
 class BestWeights(L.Callback):
@@ -175,13 +192,13 @@ class Runner:
             if unknown:
                 raise ValueError(f"unknown folds {sorted(unknown)}; {self.corpus.name} has {[f.name for f in folds]}")
             folds = [f for f in folds if f.name in self.cfg.folds]
-        compatible = compatible_methods(self.corpus, manifest)
+        compatible = compatible_methods(self.corpus, manifest, self.cfg.inputs)
         methods = self.cfg.methods or compatible
         for name in methods:
-            cls = METHODS.get(name)
             if name not in compatible:
                 available = sorted(self.corpus.available_features(manifest))
-                raise ValueError(f"{name} needs features {sorted(cls.inputs.values())}; {self.corpus.name} "
+                needs = sorted(method_inputs(name, self.cfg.inputs).values())
+                raise ValueError(f"{name} needs features {needs}; {self.corpus.name} "
                                  f"here offers {available}")
         # Fusion jobs read the other methods' predictions, so they run last.
         methods = sorted(methods, key=lambda m: is_fusion(METHODS.get(m)))
@@ -208,10 +225,16 @@ class Runner:
     def config_hash(self, method: str, fold: Fold, seed: int, manifest_hash: str, methods: list[str]) -> str:
         # A fusion job depends on which methods it fuses: a run adding a method must redo it.
         sources = self.fusion_sources(method, methods) if is_fusion(METHODS.get(method)) else None
+        inputs = {} if sources else method_inputs(method, self.cfg.inputs)
+        # Only what changes this method's features enters its hash: other methods' settings do not.
+        features = {e: self.cfg.features[e] for e in sorted(set(inputs.values())) if e in self.cfg.features}
+        extra = {"inputs": inputs} if method in self.cfg.inputs else {}
+        if features:
+            extra["features"] = features
         return stable_hash({"corpus": self.corpus.name, "options": self.cfg.corpus_options, "method": method,
                             "hp": self.hparams(method), "fold": [fold.train, fold.val, fold.test], "seed": seed,
                             "precision": self.cfg.precision, "manifest": manifest_hash,
-                            "version": mmer_bench.__version__, **({"fused": sources} if sources else {})})
+                            "version": mmer_bench.__version__, **({"fused": sources} if sources else {}), **extra})
 
     # --- running ----------------------------------------------------------------------------
     def run(self) -> pd.DataFrame:
@@ -303,8 +326,10 @@ class Runner:
 
     def fit(self, cls, hp, manifest, fold, seed, log_dir, max_epochs, callbacks):
         L.seed_everything(seed, workers=True, verbose=False)
-        dm = CorpusDataModule(self.corpus, manifest, fold, cls.inputs, cls.scaling, self.store,
-                              batch_size=hp["batch_size"], skip_missing=self.cfg.skip_missing, workers=self.cfg.workers)
+        dm = CorpusDataModule(self.corpus, manifest, fold, method_inputs(cls.registry_name, self.cfg.inputs),
+                              cls.scaling, self.store, batch_size=hp["batch_size"],
+                              skip_missing=self.cfg.skip_missing, workers=self.cfg.workers,
+                              extractor_params=self.cfg.features)
         dm.setup()
         counts = {t.name: dm.class_counts(t.name).tolist() for t in self.corpus.tasks if t.kind == "classification"}
         model = cls(self.corpus.tasks, dm.input_dims(), counts, **hp)
@@ -385,7 +410,10 @@ class Runner:
         write_parquet(results, job_dir / "results.parquet")
         test = predictions["test"]
         confusions = {t: tasks[t].confusion(p["probs"], p["target"]) for t, p in test.items()}
-        details = {**provenance, **info, "hparams": self.hparams(method), "test_confusion": confusions,
+        features = {name: {"extractor": e, **self.cfg.features.get(e, {})}
+                    for name, e in (dm.inputs.items() if dm else [])}
+        details = {**provenance, **info, "hparams": self.hparams(method), "features": features,
+                   "test_confusion": confusions,
                    "skipped": dm.skipped if dm else {}, "fold_info": fold.info}
         write_text(job_dir / "job.json", json.dumps(details, indent=1, default=str))
         write_text(job_dir / "DONE", json.dumps({"config_hash": config_hash}))  # last: marks the job finished

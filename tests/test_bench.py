@@ -152,3 +152,23 @@ def test_fusion_is_redone_when_a_run_adds_a_method(tmp_path):
 
     assert run(["luna2022-au-mlp", "luna2022-fusion"]) == ["luna2022-au-mlp"]
     assert run(["luna2022-au-mlp", "egemaps-mlp", "luna2022-fusion"]) == ["luna2022-au-mlp", "egemaps-mlp"]
+
+
+def test_benchmark_config_feeds_a_method_other_features(tmp_path):
+    """`inputs:` swaps an input's extractor (recorded in job.json and the config hash); an input
+    the method does not have, or an unknown extractor, is refused before anything trains."""
+    cfg = BenchConfig(corpus="synthetic", methods=["egemaps-mlp"], folds=["fold0"], out=str(tmp_path),
+                      loggers=["csv"], inputs={"egemaps-mlp": {"speech": "au-means"}},
+                      hparams={"egemaps-mlp": {"max_epochs": 60}})
+    results = run_bench(cfg)
+    info = json.loads((tmp_path / "jobs/egemaps-mlp/fold0-seed0/job.json").read_text())
+    assert info["features"] == {"speech": {"extractor": "au-means"}}
+    accuracy = results.query("split == 'test' and metric == 'accuracy'")["value"].item()
+    assert accuracy > 1 / 6 + 0.3  # the synthetic AU means separate the emotions well
+    cfg.inputs = {"egemaps-mlp": {"speech": "egemaps"}}
+    with pytest.raises(RuntimeError, match="another configuration"):
+        run_bench(cfg)
+    for bad, message in [({"audio": "egemaps"}, "method's inputs"), ({"speech": "no-such"}, "no-such")]:
+        cfg = BenchConfig(corpus="synthetic", methods=["egemaps-mlp"], out=str(tmp_path / "bad"), inputs={"egemaps-mlp": bad})
+        with pytest.raises((ValueError, KeyError), match=message):
+            run_bench(cfg)
