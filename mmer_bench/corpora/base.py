@@ -7,6 +7,12 @@ and ``sentiment`` -- and media paths) -> ``Corpus.folds`` (protocols.py) -> feat
     {"inputs": {name: float tensor (B, D) or (B, T, D)}, "masks": {name: bool (B, T), True = real frame},
      "targets": {task: long tensor (B,) for classification, float (B, num_outputs) for regression},
      "clip_id": [str]}
+
+Methods that read a whole conversation (``context = "dialogue"``, e.g. MELD's bcLSTM) get
+batches of dialogues instead: the same utterance-level batch, every utterance of the batch's
+dialogues in order, plus ``"dialogues"``: a long tensor (n_dialogues, max_utterances) of row
+indices into that batch, -1 past a dialogue's end. Losses, metrics and predictions stay per
+utterance.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ class Corpus:
     report_metrics: tuple[str, ...] = ("accuracy", "uar", "macro_f1")  # leaderboard columns
     group_columns: tuple[str, ...] = ("subject",)  # kept apart across train/val/test
     protocol = ""  # one line for the leaderboard, e.g. "subject-wise 5-fold CV (published folds)"
+    # (dialogue column, utterance-order column) for corpora of conversations; None: no dialogues.
+    dialogue_columns: tuple[str, str] | None = None
     # Columns of the manifest that hold media paths -> the modality they carry.
     media_columns = {"audio_path": "audio", "video_path": "video", "openface_path": "au", "au_means_path": "au"}
 
@@ -180,13 +188,37 @@ def collate(items: list[dict]) -> dict:
     return batch
 
 
+def collate_dialogues(dialogues: list[list[dict]]) -> dict:
+    """Utterances of whole dialogues, flattened in order, with their row indices per dialogue."""
+    batch = collate([item for dialogue in dialogues for item in dialogue])
+    index = torch.full((len(dialogues), max(len(d) for d in dialogues)), -1, dtype=torch.long)
+    start = 0
+    for row, dialogue in enumerate(dialogues):
+        index[row, : len(dialogue)] = torch.arange(start, start + len(dialogue))
+        start += len(dialogue)
+    batch["dialogues"] = index
+    return batch
+
+
+def group_dialogues(items: list[dict], manifest: pd.DataFrame, columns: tuple[str, str]) -> list[list[dict]]:
+    """Items grouped by dialogue, utterances in their order (dialogues in first-seen order)."""
+    dialogue_col, order_col = columns
+    info = manifest.set_index("clip_id")[[dialogue_col, order_col]]
+    groups: dict[object, list[dict]] = {}
+    for item in items:
+        groups.setdefault(info.at[item["clip_id"], dialogue_col], []).append(item)
+    return [sorted(g, key=lambda it: info.at[it["clip_id"], order_col]) for g in groups.values()]
+
+
 class CorpusDataModule(L.LightningDataModule):
     """Batches of one fold of a corpus for the features a method consumes.
 
     ``inputs`` maps the method's input names to extractor names; ``scaling`` maps input names to
     "minmax" / "standard" (fitted on the fold's training clips). A clip lacking a feature raises
     FeatureExtractionError naming each file and problem, unless ``skip_missing`` is set: then it
-    is left out and counted in ``skipped`` (reported by the runner).
+    is left out and counted in ``skipped`` (reported by the runner). With ``dialogues`` set,
+    batches hold ``batch_size`` whole dialogues (the corpus's ``dialogue_columns``); the
+    utterances of a dialogue that lack features are left out of it like any skipped clip.
     """
 
     def __init__(
@@ -202,6 +234,7 @@ class CorpusDataModule(L.LightningDataModule):
         workers: int | None = None,
         extractor_params: dict[str, dict] | None = None,
         max_frames: int | None = None,
+        dialogues: bool = False,
     ):
         super().__init__()
         self.corpus, self.manifest, self.fold = corpus, manifest, fold
@@ -210,6 +243,9 @@ class CorpusDataModule(L.LightningDataModule):
         self.batch_size, self.skip_missing, self.workers = batch_size, skip_missing, workers
         self.extractor_params = extractor_params or {}
         self.max_frames = max_frames
+        if dialogues and not corpus.dialogue_columns:
+            raise ValueError(f"{corpus.name} has no dialogues: a method that reads conversations cannot run on it")
+        self.dialogues = dialogues
         self.skipped: dict[str, str] = {}
         self.datasets: dict[str, ClipDataset] = {}
 
@@ -262,7 +298,14 @@ class CorpusDataModule(L.LightningDataModule):
                 row = labels.loc[clip]
                 targets = {t.name: t.target_of(row[columns[t.name]].to_numpy()) for t in self.corpus.tasks}
                 items.append({"clip_id": clip, "inputs": inputs, "targets": targets})
+            if self.dialogues:
+                items = group_dialogues(items, self.manifest, self.corpus.dialogue_columns)
             self.datasets[part] = ClipDataset(items)
+
+    def clips(self, part: str) -> list[dict]:
+        """The clip items of a part (flattened out of their dialogues when batching dialogues)."""
+        items = self.datasets[part].items
+        return [it for dialogue in items for it in dialogue] if self.dialogues else items
 
     def class_counts(self, task: str) -> np.ndarray | None:
         """Training clips per class; None for a regression task."""
@@ -270,15 +313,16 @@ class CorpusDataModule(L.LightningDataModule):
         if kind.kind != "classification":
             return None
         n = kind.num_classes
-        targets = [it["targets"][task] for it in self.datasets["train"].items]
+        targets = [it["targets"][task] for it in self.clips("train")]
         return np.bincount(targets, minlength=n)
 
     def input_dims(self) -> dict[str, int]:
-        first = self.datasets["train"].items[0]["inputs"]
+        first = self.clips("train")[0]["inputs"]
         return {name: int(a.shape[-1]) for name, a in first.items()}
 
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.datasets[part], batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate)
+        return DataLoader(self.datasets[part], batch_size=self.batch_size, shuffle=shuffle,
+                          collate_fn=collate_dialogues if self.dialogues else collate)
 
     def train_dataloader(self):
         return self._loader("train", True)

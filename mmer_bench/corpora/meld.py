@@ -197,6 +197,7 @@ class Meld(Corpus):
     primary_metric = "weighted_f1"
     report_metrics = ("weighted_f1", "accuracy", "macro_f1")
     group_columns = ("dialogue",)  # speakers recur in every split by design; dialogues must not
+    dialogue_columns = ("dialogue", "utterance")
     protocol = "official split (train 9,989 / dev 1,109 / test 2,610 utterances); val = dev"
 
     def build_manifest(self) -> pd.DataFrame:

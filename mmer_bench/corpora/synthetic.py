@@ -153,6 +153,7 @@ class Synthetic(Corpus):
     tasks = (ClassificationTask("emotion", EMOTIONS),)
     primary_metric = "accuracy"
     protocol = "subject-wise 3-fold CV over 6 synthetic speakers; val = 1 training speaker"
+    dialogue_columns = ("dialogue", "utterance")
 
     def corpus_root(self) -> Path:
         base = self.data_root or default_cache_dir()
@@ -169,6 +170,12 @@ class Synthetic(Corpus):
             speaker, emotion, _ = (int(x) for x in path.stem.split("-"))
             rows.append({"clip_id": path.stem, "subject": speaker, "emotion": emotion, "audio_path": str(path)})
         manifest = pd.DataFrame(rows)
+        # Conversations for methods that read context: each take k of a speaker is a dialogue of
+        # that speaker's six emotions, in a fixed shuffled order (so position says nothing).
+        take = manifest["clip_id"].str.split("-").str[2].astype(int)
+        manifest["dialogue"] = [f"{s:02d}-{k:02d}" for s, k in zip(manifest["subject"], take)]
+        manifest["utterance"] = [int(np.random.default_rng(100 * s + k).permutation(len(EMOTIONS))[e])
+                                 for s, k, e in zip(manifest["subject"], take, manifest["emotion"])]
         manifest["openface_path"] = [str(Path(p).with_suffix(".csv")) for p in manifest["audio_path"]]
         manifest["au_means_path"] = str(root / "au_means.csv")
         manifest["text"] = manifest["clip_id"].map(texts)

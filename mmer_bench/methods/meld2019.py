@@ -14,6 +14,16 @@ baselines (text-CNN: 55.02 weighted-F1 on the 7 emotions):
   window are zero-padded inside ``forward`` to that width (a window that covers only padding is
   still masked out). The 50-d GloVe 6B vectors (``glove`` default) stand in for the paper's 300-d
   vectors, which are not packaged here.
+- ``meld-bclstm``: the MELD paper's contextual model, bcLSTM (Poria et al. 2017, "Context-
+  Dependent Sentiment Analysis in User-Generated Videos", ACL; MELD results table, bcLSTM text
+  row: 56.44 weighted-F1 on the 7 emotions): utterance vectors of a whole dialogue -> dropout ->
+  2 stacked BiLSTM(300) over the utterances in order -> per utterance Dense(100, ReLU) ->
+  dropout -> the heads, class-weighted. Batches hold whole dialogues (``context = "dialogue"``);
+  the BiLSTM reads only a dialogue's real utterances (packed), so a dialogue's predictions do not
+  depend on the others in its batch. What differs and why: the paper's two-stage pipeline feeds
+  utterance features of a text-CNN trained first; here the utterance vector comes from a frozen
+  sentence encoder (``minilm`` by default; any per-utterance vector extractor, several
+  concatenated, via the benchmark's ``inputs:``), trained end to end in one stage.
 - ``meld-audio-cnn``: MELD's audio baseline feeds the 34 pyAudioAnalysis features
   (``meld-audio34``, at most 100 frames of 0.2 s) to a classifier; the paper gives no network
   detail beyond its audio-only audio-only weighted-F1.
@@ -47,7 +57,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmer_bench.methods.base import EmotionRecognizer
-from mmer_bench.methods.layers import MaskedBatchNorm, masked_mean
+from mmer_bench.methods.layers import MaskedBatchNorm, masked_mean, run_rnn
 from mmer_bench.registry import METHODS
 
 
@@ -92,6 +102,38 @@ class MeldTextCNN(EmotionRecognizer):
             real = (start < (length - w + 1).clamp(min=1))
             pooled.append(masked_max(out, real))
         return self.apply_heads(self.dense(torch.cat(pooled, dim=-1)))
+
+
+@METHODS.register("meld-bclstm")
+class MeldBcLSTM(EmotionRecognizer):
+    inputs = {"text": "minilm"}
+    scaling = {"text": "standard"}
+    context = "dialogue"
+    paper = {"meld": {"weighted_f1": 56.44,
+                      "source": "Poria et al. 2019, MELD, ACL, results table, bcLSTM text row (7 emotions)"}}
+    defaults = {"hidden": 300, "layers": 2, "dense": 100, "dropout": 0.5, "rnn_dropout": 0.3,
+                "class_weighted": True, "lr": 1e-3, "batch_size": 16, "max_epochs": 60, "patience": 10}
+
+    def build(self):
+        hp = self.hp
+        width = sum(self.input_dims[name] for name in self.inputs)
+        self.drop = nn.Dropout(hp["dropout"])
+        self.rnn = nn.LSTM(width, hp["hidden"], num_layers=hp["layers"], batch_first=True, bidirectional=True,
+                           dropout=hp["rnn_dropout"] if hp["layers"] > 1 else 0.0)
+        self.dense = nn.Sequential(nn.Linear(2 * hp["hidden"], hp["dense"]), nn.ReLU(), nn.Dropout(hp["dropout"]))
+        self.heads = self.task_heads(hp["dense"])
+
+    def forward(self, batch):
+        if "dialogues" not in batch:
+            raise ValueError("meld-bclstm needs batches of whole dialogues (CorpusDataModule(dialogues=True))")
+        utterances = torch.cat([batch["inputs"][name] for name in self.inputs], dim=-1)  # (N, D)
+        index = batch["dialogues"]  # (B, U) rows of the batch, -1 past a dialogue's end
+        real = index >= 0
+        sequences = self.drop(utterances)[index.clamp(min=0)] * real.unsqueeze(-1).to(utterances.dtype)
+        states = run_rnn(self.rnn, sequences, real)  # (B, U, 2 * hidden)
+        per_row = states.new_zeros(len(utterances), states.shape[-1])
+        per_row[index[real]] = states[real]  # back to the batch's utterance order
+        return self.apply_heads(self.dense(per_row))
 
 
 @METHODS.register("meld-audio-cnn")
