@@ -108,7 +108,7 @@ def compatible_methods(corpus: Corpus, manifest: pd.DataFrame, overrides: dict[s
     has_dialogues = corpus.dialogue_columns is not None
     return [name for name, cls in METHODS.items()
             if (fusable if is_fusion(cls) else set(method_inputs(name, overrides).values()) <= available)
-            and (getattr(cls, "context", None) != "dialogue" or has_dialogues)]
+            and (not getattr(cls, "reads_dialogues", False) or has_dialogues)]
 
 
 class BestWeights(L.Callback):
@@ -199,7 +199,7 @@ class Runner:
         for name in methods:
             if name not in compatible:
                 available = sorted(self.corpus.available_features(manifest))
-                if getattr(METHODS.get(name), "context", None) == "dialogue" and not self.corpus.dialogue_columns:
+                if getattr(METHODS.get(name), "reads_dialogues", False) and not self.corpus.dialogue_columns:
                     raise ValueError(f"{name} reads whole dialogues; {self.corpus.name} has none")
                 needs = sorted(method_inputs(name, self.cfg.inputs).values())
                 raise ValueError(f"{name} needs features {needs}; {self.corpus.name} "
@@ -333,7 +333,7 @@ class Runner:
         dm = CorpusDataModule(self.corpus, manifest, fold, method_inputs(cls.registry_name, self.cfg.inputs),
                               cls.scaling, self.store, batch_size=hp["batch_size"],
                               skip_missing=self.cfg.skip_missing, workers=self.cfg.workers,
-                              extractor_params=self.cfg.features, dialogues=getattr(cls, "context", None) == "dialogue")
+                              extractor_params=self.cfg.features, dialogues=getattr(cls, "reads_dialogues", False))
         dm.setup()
         counts = {t.name: dm.class_counts(t.name).tolist() for t in self.corpus.tasks if t.kind == "classification"}
         model = cls(self.corpus.tasks, dm.input_dims(), counts, **hp)

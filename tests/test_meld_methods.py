@@ -99,3 +99,18 @@ def test_learns_on_synthetic(tmp_path, method):
                                     loggers=["csv"], workers=1, hparams={method: SMALL[method]}))
     accuracy = results.query("split == 'test' and metric == 'accuracy'")["value"].item()
     assert accuracy > 1 / 6 + 0.2, f"{method}: {accuracy:.2f}"
+
+
+def test_caer_net_learns_face_and_context_fixture():
+    from learning import coloured_frames, held_out_accuracy
+
+    torch.manual_seed(0)
+    model = METHODS.get("caer-net")(TASKS, CASES["caer-net"][0], **SMALL_CAER)
+
+    def inputs(label, rng):
+        frames = int(rng.integers(1, 4))
+        return {"face": coloured_frames(label, rng, 16, frames),
+                "context": coloured_frames(label, rng, 16, frames + 1, width=24)}
+
+    accuracy = held_out_accuracy(model, inputs, 6, steps=60)
+    assert accuracy > 1 / 6 + 0.3, accuracy

@@ -8,7 +8,7 @@ and ``sentiment`` -- and media paths) -> ``Corpus.folds`` (protocols.py) -> feat
      "targets": {task: long tensor (B,) for classification, float (B, num_outputs) for regression},
      "clip_id": [str]}
 
-Methods that read a whole conversation (``context = "dialogue"``, e.g. MELD's bcLSTM) get
+Methods that read a whole conversation (``reads_dialogues = True``, e.g. MELD's bcLSTM) get
 batches of dialogues instead: the same utterance-level batch, every utterance of the batch's
 dialogues in order, plus ``"dialogues"``: a long tensor (n_dialogues, max_utterances) of row
 indices into that batch, -1 past a dialogue's end. Losses, metrics and predictions stay per

@@ -33,8 +33,8 @@ from mmer_bench.tasks import Task
 class EmotionRecognizer(L.LightningModule):
     inputs: ClassVar[dict[str, str]] = {}
     scaling: ClassVar[dict[str, str]] = {}
-    # "dialogue": batches of whole conversations (corpora/base.py), for corpora that have them.
-    context: ClassVar[str | None] = None
+    # True: batches of whole conversations (corpora/base.py), only on corpora that have them.
+    reads_dialogues: ClassVar[bool] = False
     # Published results to show beside ours: {corpus: {"accuracy": 60.22, "source": "..."}}.
     paper: ClassVar[dict[str, dict]] = {}
     # Defaults of the training recipe; a method overrides what its paper used and the

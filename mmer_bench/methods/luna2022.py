@@ -89,7 +89,9 @@ class Luna2022Wav2Vec2FT(EmotionRecognizer):
     scaling: ClassVar[dict[str, str]] = {}  # normalised per clip in forward
     paper = {"ravdess": {"accuracy": 81.82,
                          "source": "Luna-Jimenez et al. 2022, Applied Sciences 12:327 (xlsr-53 fine-tuned)"}}
-    defaults = {"model_path": None, "tiny_random": False, "dropout": 0.1, "lr": 1e-4, "max_epochs": 20,
+    # mask_time_prob: the encoder's training-time masking of frames (None: the checkpoint's own,
+    # 0.05 for the released ones; spans of 10 frames = 200 ms, so lower it for very short clips).
+    defaults = {"model_path": None, "tiny_random": False, "mask_time_prob": None, "dropout": 0.1, "lr": 1e-4, "max_epochs": 20,
                 "patience": 5, "batch_size": 8}
 
     def build(self):
@@ -104,6 +106,8 @@ class Luna2022Wav2Vec2FT(EmotionRecognizer):
         else:
             raise ValueError("luna2022-w2v2-ft needs model_path (a local wav2vec2 checkpoint folder, e.g. "
                              "wav2vec2-large-xlsr-53); tiny_random: true is for tests")
+        if self.hp["mask_time_prob"] is not None:
+            self.encoder.config.mask_time_prob = float(self.hp["mask_time_prob"])
         self.encoder.freeze_feature_encoder()
         hidden = self.encoder.config.hidden_size
         self.dropout = nn.Dropout(self.hp["dropout"])

@@ -18,7 +18,7 @@ baselines (text-CNN: 55.02 weighted-F1 on the 7 emotions):
   Dependent Sentiment Analysis in User-Generated Videos", ACL; MELD results table, bcLSTM text
   row: 56.44 weighted-F1 on the 7 emotions): utterance vectors of a whole dialogue -> dropout ->
   2 stacked BiLSTM(300) over the utterances in order -> per utterance Dense(100, ReLU) ->
-  dropout -> the heads, class-weighted. Batches hold whole dialogues (``context = "dialogue"``);
+  dropout -> the heads, class-weighted. Batches hold whole dialogues (``reads_dialogues = True``);
   the BiLSTM reads only a dialogue's real utterances (packed), so a dialogue's predictions do not
   depend on the others in its batch. What differs and why: the paper's two-stage pipeline feeds
   utterance features of a text-CNN trained first; here the utterance vector comes from a frozen
@@ -108,7 +108,7 @@ class MeldTextCNN(EmotionRecognizer):
 class MeldBcLSTM(EmotionRecognizer):
     inputs = {"text": "minilm"}
     scaling = {"text": "standard"}
-    context = "dialogue"
+    reads_dialogues = True
     paper = {"meld": {"weighted_f1": 56.44,
                       "source": "Poria et al. 2019, MELD, ACL, results table, bcLSTM text row (7 emotions)"}}
     defaults = {"hidden": 300, "layers": 2, "dense": 100, "dropout": 0.5, "rnn_dropout": 0.3,
