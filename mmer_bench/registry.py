@@ -57,6 +57,7 @@ _BUILTIN_MODULES = (
     "mmer_bench.features.audio_models",
     "mmer_bench.features.face",
     "mmer_bench.features.text",
+    "mmer_bench.features.text_frames",
     "mmer_bench.features.csd",
     "mmer_bench.features.video",
     "mmer_bench.methods.baselines",
