@@ -62,6 +62,7 @@ _BUILTIN_MODULES = (
     "mmer_bench.features.video",
     "mmer_bench.methods.baselines",
     "mmer_bench.methods.frames",
+    "mmer_bench.methods.lfan",
     "mmer_bench.methods.luna2022",
     "mmer_bench.methods.meld2019",
     "mmer_bench.methods.merc2020",
