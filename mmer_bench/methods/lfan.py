@@ -1,0 +1,246 @@
+"""LFAN, the leader-follower attention network of the feature-based system in
+
+Richet, Belharbi, Aslam, Schadt, González-González, Cortal, Koerich, Pedersoli, Finkel, Bacon,
+Granger (2024), "Text- and Feature-based Models for Compound Multimodal Emotion Recognition in
+the Wild", arXiv:2407.12927 (7th ABAW challenge; C-EXPR-DB compound emotions, and MELD).
+
+The system: frame-level features per modality (face embeddings of an IR-ResNet-50, VGGish
+audio, BERT text), each through a temporal convolutional network; at each time step an
+attention across the modalities; the attended features concatenated with the leader's (video)
+features; a linear classifier per frame; a video's prediction from its frames' logits.
+
+``lfan`` here, per clip:
+
+1. Inputs ``video`` (``face-embedding``), ``audio`` (``vggish``), ``text`` (``bert-frames``),
+   standardised per dimension on the training clips (the original computes means/stds too). A
+   benchmark YAML swaps extractors through its ``inputs:`` section.
+2. **Alignment**: the modalities arrive at different frame counts. Each is resampled to the
+   leader's (video) frame count of that clip by nearest frame in relative time: video frame
+   ``i`` of ``n_v`` takes frame ``floor((i + 0.5) * n_m / n_v)`` of a modality with ``n_m``
+   frames. (Relative, not absolute, time: ``face-embedding`` leaves out frames without a face,
+   so its frames are not evenly spaced, and extractors may cover slightly different spans.)
+3. **Windows** of ``window`` (300) leader frames: in training one random window per clip; at
+   evaluation windows every ``hop`` (200) frames, the last one ending at the clip's end, and
+   each frame's logits averaged over the windows that cover it. A clip shorter than a window
+   is padded by repeating its last frame (those frames never count).
+4. Per modality a TCN (kernel 5, dilations 1/2/4/8 over the ``channels`` levels: video
+   256-256-128-128, audio 64-64-32-32, text 256-256-128-128; two weight-normed dilated
+   convolutions per level with ReLU and dropout 0.1, residual connection, 1x1 convolution when
+   the width changes), then BatchNorm over the real frames of the batch (MaskedBatchNorm).
+5. Per time step, each modality projected to q, k, v (``modal_dim`` 32), ``heads`` (2)-head
+   attention across the modalities, plus the values as residual, output projection, dropout,
+   LayerNorm; the modalities' outputs concatenated with the leader's TCN output, then a linear
+   layer per frame and task head.
+6. Training: every real frame of the window carries its clip's label (``FrameLevelRecognizer``);
+   the clip's prediction aggregates its real frames (``aggregate``: ``mean_logits`` by default,
+   the original's frame-averaged logits; ``vote`` or ``mean_probs`` selectable).
+
+Recipe (the authors' MELD command): SGD with Nesterov momentum 0.9, lr 1e-4, weight decay 1e-4,
+step decay x0.9 every 50 epochs, batch size 2, early stopping after 50 epochs without
+improvement. The epoch is selected on the corpus's primary validation metric (the base class's
+default): weighted F1 on MELD, the recipe's selection metric; on corpora whose primary metric is
+another one (macro-F1 on C-EXPR-DB, accuracy on RAVDESS and the synthetic corpus) that metric
+selects instead (``monitor="loss"`` selects on the validation loss). ``max_epochs`` is 200
+instead of the original's 1000, to bound a benchmark run; a benchmark YAML can restore it.
+
+What differs from the original and why:
+
+- **No pretrained encoders**: the IR-ResNet-50 face network, VGGish's AudioSet weights and
+  bert-base-uncased cannot be fetched here. ``face-embedding`` and ``vggish`` run with whatever
+  local checkpoint the benchmark config gives them (random initialisation otherwise, with a
+  warning), and ``bert-frames`` defaults to the offline all-MiniLM-L6-v2 (384-d, 6 layers)
+  instead of bert-base-uncased (768-d): pass ``model_path`` to use a local bert-base-uncased.
+- **Text timing**: no corpus here has word timestamps, so ``bert-frames`` spreads words
+  uniformly over the utterance (see mmer_bench/features/text_frames.py); the alignment above
+  is by relative time.
+- **Causal TCN**: the convolutions are causal (left padding only), the form of the generic TCN
+  of Bai et al. (2018) that the ABAW3 code base LFAN builds on uses; ``causal=False`` centres
+  them. Causal or not, every window is filled with the clip's own frames (repeats of the last
+  one at the end) and only real frames enter BatchNorm statistics, the loss and the clip
+  average, so a clip's output never depends on its batch.
+- **One window per clip per training step** (the original cut every training video into
+  windows and sampled windows); utterance-level corpora such as MELD rarely exceed one window.
+- The original's "load the best weights at each epoch" option is not reproduced; the base
+  runner keeps the best validation epoch's weights.
+- No paper number is shown beside ours: the LFAN figures of the paper could not be checked
+  offline here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.parametrizations import weight_norm
+
+from mmer_bench.methods.frames import FrameLevelRecognizer
+from mmer_bench.methods.layers import MaskedBatchNorm
+from mmer_bench.registry import METHODS
+
+
+class TemporalBlock(nn.Module):
+    """Two weight-normed dilated convolutions (ReLU, dropout each) plus a residual connection."""
+
+    def __init__(self, n_in: int, n_out: int, kernel: int, dilation: int, dropout: float, causal: bool):
+        super().__init__()
+        total = (kernel - 1) * dilation
+        self.pad = (total, 0) if causal else (total // 2, total - total // 2)
+        self.conv1 = weight_norm(nn.Conv1d(n_in, n_out, kernel, dilation=dilation))
+        self.conv2 = weight_norm(nn.Conv1d(n_out, n_out, kernel, dilation=dilation))
+        self.drop = nn.Dropout(dropout)
+        self.residual = nn.Conv1d(n_in, n_out, 1) if n_in != n_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, L)
+        out = self.drop(torch.relu(self.conv1(F.pad(x, self.pad))))
+        out = self.drop(torch.relu(self.conv2(F.pad(out, self.pad))))
+        return torch.relu(out + self.residual(x))
+
+
+class TCN(nn.Module):
+    """TemporalBlocks with dilations 1, 2, 4, ... over ``channels``: (N, L, D) -> (N, L, channels[-1])."""
+
+    def __init__(self, n_in: int, channels: list[int], kernel: int, dropout: float, causal: bool):
+        super().__init__()
+        widths = [n_in, *channels]
+        self.blocks = nn.Sequential(*(TemporalBlock(a, b, kernel, 2**i, dropout, causal)
+                                      for i, (a, b) in enumerate(zip(widths, widths[1:]))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x.transpose(1, 2)).transpose(1, 2)
+
+
+class ModalityAttention(nn.Module):
+    """At each time step, multi-head attention across the modalities: q, k, v per modality
+    (``dim`` wide), attended values plus the values (residual), output projection, dropout,
+    LayerNorm. (N, L, d_m) per modality -> (N, L, M * dim)."""
+
+    def __init__(self, dims: list[int], dim: int, heads: int, dropout: float):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"lfan: modal_dim {dim} is not divisible by heads={heads}")
+        self.heads = heads
+        self.q = nn.ModuleList(nn.Linear(d, dim) for d in dims)
+        self.k = nn.ModuleList(nn.Linear(d, dim) for d in dims)
+        self.v = nn.ModuleList(nn.Linear(d, dim) for d in dims)
+        self.out = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        def project(layers):  # -> (N, L, heads, M, dim / heads)
+            stacked = torch.stack([layer(f) for layer, f in zip(layers, feats)], dim=2)
+            return stacked.unflatten(-1, (self.heads, -1)).transpose(2, 3)
+
+        q, k, v = project(self.q), project(self.k), project(self.v)
+        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+        attended = (weights @ v + v).transpose(2, 3).flatten(-2)  # (N, L, M, dim)
+        return self.norm(self.drop(self.out(attended))).flatten(-2)
+
+
+def window_starts(length: int, window: int, hop: int) -> list[int]:
+    """Evaluation windows of a clip of ``length`` frames: every ``hop`` frames, the last one
+    ending at the clip's end (one window, from 0, for a clip no longer than ``window``)."""
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, hop))
+    if starts[-1] + window < length:
+        starts.append(length - window)
+    return starts
+
+
+@METHODS.register("lfan")
+class LFAN(FrameLevelRecognizer):
+    inputs = {"video": "face-embedding", "audio": "vggish", "text": "bert-frames"}
+    scaling = {"video": "standard", "audio": "standard", "text": "standard"}
+    frame_input = "video"
+    defaults = {
+        "leader": "video",
+        "channels": {"video": (256, 256, 128, 128), "audio": (64, 64, 32, 32), "text": (256, 256, 128, 128)},
+        "kernel": 5, "causal": True, "dropout": 0.1, "modal_dim": 32, "heads": 2,
+        "window": 300, "hop": 200, "eval_windows": 64,  # windows per forward pass at evaluation
+        "aggregate": "mean_logits",
+        "optimizer": "sgd", "lr": 1e-4, "momentum": 0.9, "weight_decay": 1e-4,
+        "scheduler": "step", "step_size": 50, "gamma": 0.9,
+        "batch_size": 2, "max_epochs": 200, "patience": 50,
+    }
+
+    def build(self):
+        hp = self.hp
+        self.modalities = list(self.input_dims)
+        if hp["leader"] not in self.modalities:
+            raise ValueError(f"lfan: leader {hp['leader']!r} is not one of the inputs {self.modalities}")
+        missing = set(self.modalities) - set(hp["channels"])
+        if missing:
+            raise ValueError(f"lfan: no TCN channels for inputs {sorted(missing)}")
+        if hp["hop"] < 1 or hp["window"] < 1:
+            raise ValueError("lfan: window and hop must be positive")
+        self.tcns = nn.ModuleDict({m: TCN(self.input_dims[m], [int(c) for c in hp["channels"][m]], hp["kernel"],
+                                          hp["dropout"], hp["causal"]) for m in self.modalities})
+        widths = [int(hp["channels"][m][-1]) for m in self.modalities]
+        self.norms = nn.ModuleDict({m: MaskedBatchNorm(w) for m, w in zip(self.modalities, widths)})
+        self.attention = ModalityAttention(widths, hp["modal_dim"], hp["heads"], hp["dropout"])
+        leader_width = widths[self.modalities.index(hp["leader"])]
+        self.heads = self.task_heads(len(self.modalities) * hp["modal_dim"] + leader_width)
+
+    # --- windows ----------------------------------------------------------------------------
+    def gather_windows(self, batch, clips: torch.Tensor, starts: torch.Tensor, width: int):
+        """The inputs of windows (clip ``clips[j]`` from leader frame ``starts[j]``, ``width``
+        frames), each modality resampled to the leader's frames; and the real-frame mask."""
+        leader = self.hp["leader"]
+        n_lead = batch["masks"][leader].sum(1)[clips].clamp(min=1)
+        position = starts[:, None] + torch.arange(width, device=starts.device)[None, :]
+        real = position < n_lead[:, None]
+        frame = torch.minimum(position, n_lead[:, None] - 1)  # repeat the last frame past the end
+        windows = {}
+        for m in self.modalities:
+            x = batch["inputs"][m][clips]
+            n_m = batch["masks"][m].sum(1)[clips].clamp(min=1)
+            index = frame if m == leader else ((frame + 0.5) * n_m[:, None] / n_lead[:, None]).floor().long()
+            index = torch.minimum(index, n_m[:, None] - 1)
+            windows[m] = torch.gather(x, 1, index[:, :, None].expand(-1, -1, x.shape[2]))
+        return windows, real
+
+    def encode(self, windows: dict[str, torch.Tensor], real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-frame logits of windows, {task: (N, L, C)}."""
+        feats = {m: self.norms[m](self.tcns[m](windows[m]), real) for m in self.modalities}
+        fused = self.attention([feats[m] for m in self.modalities])
+        return self.apply_heads(torch.cat([fused, feats[self.hp["leader"]]], dim=-1))
+
+    def frame_logits(self, batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Training: logits of one random window per clip and its real-frame mask. Evaluation:
+        logits on each clip's leader frames (averaged over overlapping windows; zero at padding)
+        and the leader's mask."""
+        mask = batch["masks"][self.hp["leader"]]
+        length = mask.sum(1)
+        window, device = self.hp["window"], mask.device
+        clips = torch.arange(len(length), device=device)
+        if self.training:
+            width = min(window, int(length.max())) if self.hp["causal"] else window
+            starts = (torch.rand(len(length), device=device) * (length - window + 1).clamp(min=1)).floor().long()
+            windows, real = self.gather_windows(batch, clips, starts, width)
+            return self.encode(windows, real), real
+        plan = [(b, s) for b, n in enumerate(length.tolist()) for s in window_starts(n, window, self.hp["hop"])]
+        width = min(window, int(length.max())) if self.hp["causal"] else window
+        total = {t.name: None for t in self.tasks}
+        counts = torch.zeros(mask.shape, device=device)
+        for chunk in range(0, len(plan), self.hp["eval_windows"]):
+            part = torch.tensor(plan[chunk : chunk + self.hp["eval_windows"]], device=device)
+            windows, real = self.gather_windows(batch, part[:, 0], part[:, 1], width)
+            logits = self.encode(windows, real)
+            position = (part[:, 1:2] + torch.arange(width, device=device)[None, :])
+            flat = (part[:, :1] * mask.shape[1] + position.clamp(max=mask.shape[1] - 1))[real]
+            counts.view(-1).index_add_(0, flat, torch.ones(len(flat), device=device))
+            for name, value in logits.items():
+                if total[name] is None:
+                    total[name] = torch.zeros(*mask.shape, value.shape[-1], device=device)
+                total[name].view(-1, value.shape[-1]).index_add_(0, flat, value[real].float())
+        out = {name: value / counts.clamp(min=1)[..., None] for name, value in total.items()}
+        return out, mask
+
+    def forward(self, batch):
+        return self.frame_logits(batch)[0]
+
+    def _frames(self, batch):
+        return self.frame_logits(batch)
