@@ -1,4 +1,4 @@
-"""Baselines from the MELD paper and CAER-Net.
+"""Baselines from the MELD paper, a three-branch MELD fusion baseline, and CAER-Net.
 
 Poria, Hazarika, Majumder, Naik, Cambria, Mihalcea (2019), "MELD: A Multimodal Multi-Party
 Dataset for Emotion Recognition in Conversations", ACL 2019, pp. 527-536. Its utterance-level
@@ -30,6 +30,52 @@ baselines (text-CNN: 55.02 weighted-F1 on the 7 emotions):
   Here: two Conv1D layers (``channels`` 64 -> 128, kernel 3, BatchNorm over real frames, ReLU)
   -> masked max and mean pooling over the real frames -> dropout -> heads, class-weighted. It is
   a small, documented stand-in, not a reproduction; no paper figure is shown beside it.
+- ``meld-baseline-fusion``: the utterance-level three-branch baseline of the MULTIMODAL-EMOTION-
+  RECOGNITION project (github.com/ankurbhatia24/MULTIMODAL-EMOTION-RECOGNITION, notebook
+  ``model/multimodal_baseline.ipynb``), built on MELD and its text-CNN: video frames -> ConvLSTM2D (32 filters, 3x3) -> BatchNorm -> a 2-D conv
+  stack (64-128-64-32 with 2x2 max-pools); audio frames -> Conv1D stack; GloVe words -> text CNN;
+  the three vectors concatenated, one softmax head for the 7 emotions and one for the 3
+  sentiments, the two losses summed. The MELD paper reports no figure for it: its own
+  multimodal baselines (bcLSTM, DialogueRNN) concatenate text and audio features inside a
+  dialogue-level context model and leave video out, so no paper number is shown beside it.
+  Here: ``video`` (``face-crops``) -> at most ``max_frames`` (10) of each clip's real frames ->
+  optional ``downsample`` average pooling -> a ConvLSTM (``convlstm`` 32 channels, 3x3, written
+  here: :class:`ConvLSTMCell`) that advances on real frames only and passes on the state after
+  the last real frame (``video_state="last"``, Keras's ``return_sequences=False``) or the mean
+  hidden state over the real frames (``"mean"``) -> BatchNorm -> [2x2 max-pool, conv3x3-BN-ReLU]
+  for ``video_channels`` 64-128-64-32 -> global average pool (32); ``width`` scales the ConvLSTM
+  and conv channels (and ``downsample`` the frames) for a CPU. ``audio`` (``meld-audio34``,
+  standardised) -> the ``meld-audio-cnn`` body (:class:`AudioCNN`: Conv1D 64-128, BatchNorm over
+  real frames, ReLU, masked max + mean pooling; 256). ``text`` (``glove``) -> the
+  ``meld-text-cnn`` body (:class:`TextCNN`: windows 3-4-5 x 50 filters, masked max; 150).
+  Concatenation -> Dense(``dense`` 128, ReLU) -> dropout 0.5 -> emotion and sentiment heads,
+  class-weighted cross-entropy on each, summed by the base class. What differs from that
+  notebook and why:
+
+  * Frames: the notebook feeds 10 whole frames of 84 x 150 per utterance. video.py has no
+    plain whole-frame extractor (``context-frames`` blacks out the face box), so the default is
+    ``face-crops`` (aligned 96 x 96 face crops, frames without a face left out), the frame-level
+    extractor that keeps the expression; a benchmark config may point ``video`` at
+    ``context-frames`` (set ``frame_size`` to its (height, width); square sizes are inferred).
+    Clips where no frame has a face fail extraction (``skip_missing`` leaves them out). The 10
+    frames become ``max_frames``: the centres of 10 equal parts of a longer clip's real frames,
+    every frame of a shorter one, instead of a fixed 10 including padding.
+  * ConvLSTM: 'same' instead of 'valid' padding, sigmoid gates (Keras 2's default recurrent
+    activation was a hard sigmoid), forget-gate bias 1; padded frames never update the state,
+    so a prediction does not depend on the other clips of its batch.
+  * Conv stack: the notebook's convolutions are linear ('valid', no activation, BatchNorm
+    only), which makes the stack one linear map between poolings, and it flattens the last map
+    (160 values for 84 x 150 frames); here each conv is followed by BatchNorm and ReLU, and a
+    global average pool gives a vector whose size does not depend on the frame size.
+  * Audio: the notebook reshapes 40 MFCC values to (10, 4) for a Conv1D 16-32; here the MELD
+    release's (100, 34) frame features (``meld-audio34``) go through the ``meld-audio-cnn`` body.
+  * Text: the notebook runs Conv1D 64 (width 5) -> max-pool 2 -> Conv1D 100 (width 5) -> global
+    max over 20 frozen 300-d GloVe vectors; here the MELD paper's text CNN (``meld-text-cnn``'s
+    body) over the 50-d GloVe 6B vectors, masked as described above.
+  * Fusion: the notebook puts both softmax heads straight on the concatenation with plain
+    cross-entropy; here a Dense(128, ReLU) + dropout 0.5 layer comes first (the MELD text-CNN's
+    Dense + dropout, shared by the three branches), and the cross-entropy is class-weighted
+    (inverse frequency) because MELD is dominated by *neutral*.
 
 Lee, Kim, Kim, Park, Sohn (2019), "Context-Aware Emotion Recognition Networks", ICCV 2019,
 pp. 10143-10152 (CAER-Net-S, the image variant, Table 3: 73.51% accuracy on CAER-S):
@@ -52,6 +98,8 @@ pp. 10143-10152 (CAER-Net-S, the image variant, Table 3: 73.51% accuracy on CAER
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -66,31 +114,25 @@ def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
 
 
-@METHODS.register("meld-text-cnn")
-class MeldTextCNN(EmotionRecognizer):
-    inputs = {"text": "glove"}
-    scaling: dict[str, str] = {}
-    paper = {"meld": {"weighted_f1": 55.02,
-                      "source": "Poria et al. 2019, MELD, ACL, results table, text-CNN row (7 emotions)"}}
-    defaults = {"filters": 50, "windows": (3, 4, 5), "dense": 100, "dropout": 0.5,
-                "class_weighted": True, "lr": 1e-3, "batch_size": 32, "max_epochs": 100, "patience": 10}
+class TextCNN(nn.Module):
+    """Kim's (2014) text CNN body: word vectors (B, T, D) -> 1-D convolutions of each window width
+    -> ReLU -> max over the windows that start on a real word -> concatenation (B, len(windows) x
+    filters). Utterances shorter than the widest window are zero-padded to that width; positions
+    past an utterance's real words read zeros and never win the max."""
 
-    def build(self):
-        dim = self.input_dims["text"]
-        self.windows = tuple(int(w) for w in self.hp["windows"])
-        self.convs = nn.ModuleList(nn.Conv1d(dim, self.hp["filters"], w) for w in self.windows)
-        self.dense = nn.Sequential(nn.Linear(len(self.windows) * self.hp["filters"], self.hp["dense"]), nn.ReLU(),
-                                   nn.Dropout(self.hp["dropout"]))
-        self.heads = self.task_heads(self.hp["dense"])
+    def __init__(self, dim: int, filters: int, windows):
+        super().__init__()
+        self.windows = tuple(int(w) for w in windows)
+        self.convs = nn.ModuleList(nn.Conv1d(dim, filters, w) for w in self.windows)
+        self.out_features = len(self.windows) * filters
 
-    def forward(self, batch):
-        x, mask = batch["inputs"]["text"], batch["masks"]["text"]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         widest = max(self.windows)
         if x.shape[1] < widest:  # utterances shorter than the widest window: pad with zeros
             pad = widest - x.shape[1]
             x = F.pad(x, (0, 0, 0, pad))
             mask = F.pad(mask, (0, pad), value=False)
-        x = x * mask.unsqueeze(-1).to(x.dtype)  # padded positions read zeros, whatever was there
+        x = torch.where(mask.unsqueeze(-1), x, 0.0)  # padded positions read zeros, whatever was there
         x = x.transpose(1, 2)  # (B, D, T)
         length = mask.sum(1, keepdim=True)
         pooled = []
@@ -101,7 +143,47 @@ class MeldTextCNN(EmotionRecognizer):
             # utterance shorter than w still yields its one zero-padded window).
             real = (start < (length - w + 1).clamp(min=1))
             pooled.append(masked_max(out, real))
-        return self.apply_heads(self.dense(torch.cat(pooled, dim=-1)))
+        return torch.cat(pooled, dim=-1)
+
+
+class AudioCNN(nn.Module):
+    """Conv1D body over frame features (B, T, D): per layer zero the padding, 'same' conv,
+    BatchNorm over real frames, ReLU; then masked max and mean pooling -> (B, 2 x channels[-1])."""
+
+    def __init__(self, dim: int, channels, kernel: int):
+        super().__init__()
+        dims = [dim, *[int(c) for c in channels]]
+        self.convs = nn.ModuleList(nn.Conv1d(a, b, kernel, padding=kernel // 2) for a, b in zip(dims, dims[1:]))
+        self.norms = nn.ModuleList(MaskedBatchNorm(b) for b in dims[1:])
+        self.out_features = 2 * dims[-1]
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        keep = mask.unsqueeze(-1)
+        for conv, norm in zip(self.convs, self.norms):
+            # Zero padding before each conv: the 'same' padding of a real edge frame reads zeros,
+            # as it would in a batch of one.
+            x = conv(torch.where(keep, x, 0.0).transpose(1, 2)).transpose(1, 2)
+            x = torch.relu(norm(x, mask))
+        return torch.cat([masked_max(x, mask), masked_mean(x, mask)], dim=-1)
+
+
+@METHODS.register("meld-text-cnn")
+class MeldTextCNN(EmotionRecognizer):
+    inputs = {"text": "glove"}
+    scaling: dict[str, str] = {}
+    paper = {"meld": {"weighted_f1": 55.02,
+                      "source": "Poria et al. 2019, MELD, ACL, results table, text-CNN row (7 emotions)"}}
+    defaults = {"filters": 50, "windows": (3, 4, 5), "dense": 100, "dropout": 0.5,
+                "class_weighted": True, "lr": 1e-3, "batch_size": 32, "max_epochs": 100, "patience": 10}
+
+    def build(self):
+        self.text = TextCNN(self.input_dims["text"], self.hp["filters"], self.hp["windows"])
+        self.dense = nn.Sequential(nn.Linear(self.text.out_features, self.hp["dense"]), nn.ReLU(),
+                                   nn.Dropout(self.hp["dropout"]))
+        self.heads = self.task_heads(self.hp["dense"])
+
+    def forward(self, batch):
+        return self.apply_heads(self.dense(self.text(batch["inputs"]["text"], batch["masks"]["text"])))
 
 
 @METHODS.register("meld-bclstm")
@@ -144,23 +226,12 @@ class MeldAudioCNN(EmotionRecognizer):
                 "lr": 1e-3, "batch_size": 32, "max_epochs": 100, "patience": 10}
 
     def build(self):
-        dims = [self.input_dims["audio"], *[int(c) for c in self.hp["channels"]]]
-        k = self.hp["kernel"]
-        self.convs = nn.ModuleList(nn.Conv1d(a, b, k, padding=k // 2) for a, b in zip(dims, dims[1:]))
-        self.norms = nn.ModuleList(MaskedBatchNorm(b) for b in dims[1:])
+        self.audio = AudioCNN(self.input_dims["audio"], self.hp["channels"], self.hp["kernel"])
         self.drop = nn.Dropout(self.hp["dropout"])
-        self.heads = self.task_heads(2 * dims[-1])
+        self.heads = self.task_heads(self.audio.out_features)
 
     def forward(self, batch):
-        x, mask = batch["inputs"]["audio"], batch["masks"]["audio"]
-        keep = mask.unsqueeze(-1).to(x.dtype)
-        for conv, norm in zip(self.convs, self.norms):
-            # Zero padding before each conv: the 'same' padding of a real edge frame reads zeros,
-            # as it would in a batch of one.
-            x = conv((x * keep).transpose(1, 2)).transpose(1, 2)
-            x = torch.relu(norm(x, mask))
-        pooled = torch.cat([masked_max(x, mask), masked_mean(x, mask)], dim=-1)
-        return self.apply_heads(self.drop(pooled))
+        return self.apply_heads(self.drop(self.audio(batch["inputs"]["audio"], batch["masks"]["audio"])))
 
 
 def conv_tower(channels: list[int]) -> nn.Sequential:
@@ -229,3 +300,143 @@ class CAERNet(EmotionRecognizer):
         weights = torch.softmax(torch.cat([self.face_weight(face), self.context_weight(context)], dim=-1), dim=-1)
         fused = torch.cat([face * weights[:, :1], context * weights[:, 1:]], dim=-1)
         return self.apply_heads(self.fused(fused))
+
+
+class ConvLSTMCell(nn.Module):
+    """One step of a convolutional LSTM (Shi et al. 2015, without peephole terms, as in Keras's
+    ``ConvLSTM2D``): the four gates are one 'same'-padded convolution over the input frame and
+    the hidden state stacked on channels, so the state keeps the frame's (H, W)::
+
+        i, f, g, o = conv([x_t, h_{t-1}])
+        c_t = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)
+        h_t = sigmoid(o) * tanh(c_t)
+
+    The forget gate's bias starts at 1 (Keras's ``unit_forget_bias``)."""
+
+    def __init__(self, in_channels: int, hidden: int, kernel: int = 3):
+        super().__init__()
+        self.hidden = hidden
+        self.gates = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel, padding=kernel // 2)
+        with torch.no_grad():
+            self.gates.bias[hidden : 2 * hidden].fill_(1.0)
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+        h, c = state
+        i, f, g, o = self.gates(torch.cat([x, h.to(x.dtype)], dim=1)).chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def pick_frames(x: torch.Tensor, mask: torch.Tensor, count: int | None):
+    """At most ``count`` of each clip's real frames: the frames at the centres of ``count`` equal
+    parts of a longer clip (the extractors' ``uniform`` sampling), every frame of a shorter one.
+    Real frames come first in each row, as ``collate`` pads. (B, T, D), (B, T) -> (B, <=count, D)."""
+    if count is None or x.shape[1] <= count:
+        return x, mask
+    length = mask.sum(1, keepdim=True)  # (B, 1)
+    step = torch.arange(count, device=x.device)[None, :]
+    spread = ((step + 0.5) * length / count).floor().long()
+    index = torch.where(length > count, spread, step)
+    x = x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    return x, step < length
+
+
+class ConvLSTMVideo(nn.Module):
+    """Video branch: a ConvLSTM over each clip's real frames, then a conv stack on its state.
+
+    Frames (B, T, 3*H*W) in [0, 1] -> optional ``downsample`` x ``downsample`` average pooling ->
+    ConvLSTM (``hidden`` channels). The state advances only on real frames (padded steps keep the
+    previous state), and ``state`` picks what goes on: ``"last"`` the state after each clip's last
+    real frame (Keras's ``return_sequences=False``) or ``"mean"`` the mean of the hidden states
+    over the real frames. That map -> BatchNorm -> [2x2 max-pool, conv3x3-BN-ReLU] per entry of
+    ``channels`` -> global average pool -> (B, channels[-1]). A clip without a real frame reads
+    the zero initial state."""
+
+    def __init__(self, height: int, width: int, hidden: int, channels, kernel: int = 3, downsample: int = 1,
+                 state: str = "last"):
+        super().__init__()
+        if state not in ("last", "mean"):
+            raise ValueError(f"video_state must be 'last' or 'mean', not {state!r}")
+        self.shape, self.downsample, self.state = (3, height, width), int(downsample), state
+        channels = [int(c) for c in channels]
+        smallest = min(height, width) // self.downsample
+        if smallest < 2 ** len(channels):
+            raise ValueError(f"frames of {height} x {width} downsampled by {self.downsample} are too small for "
+                             f"{len(channels)} 2x2 max-pools: use fewer video_channels or a smaller downsample")
+        self.cell = ConvLSTMCell(3, hidden, kernel)
+        self.stack = nn.Sequential(nn.BatchNorm2d(hidden), nn.MaxPool2d(2), conv_tower([hidden, *channels]))
+        self.out_features = channels[-1]
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, steps = mask.shape
+        x = torch.where(mask.unsqueeze(-1), x, 0.0)  # garbage in padded frames never enters a conv
+        frames = x.reshape(batch * steps, *self.shape)
+        if self.downsample > 1:
+            frames = F.avg_pool2d(frames, self.downsample)
+        frames = frames.reshape(batch, steps, *frames.shape[1:])
+        size = frames.shape[-2:]
+        h = frames.new_zeros(batch, self.cell.hidden, *size, dtype=torch.float32)
+        c = torch.zeros_like(h)
+        total = torch.zeros_like(h)
+        real_steps = mask.any(0).nonzero()
+        for t in range(int(real_steps.max()) + 1 if len(real_steps) else 0):
+            real = mask[:, t].view(batch, 1, 1, 1)
+            h_t, c_t = self.cell(frames[:, t], (h, c))
+            h, c = torch.where(real, h_t, h), torch.where(real, c_t, c)
+            if self.state == "mean":
+                total = total + torch.where(real, h_t, 0.0)
+        if self.state == "mean":
+            h = total / mask.sum(1).clamp(min=1).view(batch, 1, 1, 1).to(total.dtype)
+        return self.stack(h).mean(dim=(2, 3))
+
+
+def frame_shape(dim: int, size) -> tuple[int, int]:
+    """(H, W) of 3 x H x W frame rows: ``size`` None infers square frames, an int is square,
+    a pair is (H, W)."""
+    if size is None:
+        side = math.isqrt(dim // 3)
+        height = width = side
+    elif isinstance(size, int):
+        height = width = size
+    else:
+        height, width = (int(s) for s in size)
+    if 3 * height * width != dim:
+        raise ValueError(f"meld-baseline-fusion: video rows have {dim} values, not 3 x {height} x {width}; "
+                         "set frame_size to the extractor's (height, width)")
+    return height, width
+
+
+@METHODS.register("meld-baseline-fusion")
+class MeldBaselineFusion(EmotionRecognizer):
+    """Three branches (video ConvLSTM, audio Conv1D, text CNN) concatenated, Dense-ReLU-dropout,
+    one head per MELD task (emotion, sentiment), trained jointly; see the module docstring."""
+
+    inputs = {"video": "face-crops", "audio": "meld-audio34", "text": "glove"}
+    scaling = {"audio": "standard"}
+    defaults = {"width": 1.0, "frame_size": None, "downsample": 1, "max_frames": 10, "convlstm": 32,
+                "convlstm_kernel": 3, "video_channels": (64, 128, 64, 32), "video_state": "last",
+                "audio_channels": (64, 128), "audio_kernel": 3, "filters": 50, "windows": (3, 4, 5),
+                "dense": 128, "dropout": 0.5, "class_weighted": True,
+                "lr": 1e-3, "batch_size": 16, "max_epochs": 50, "patience": 10}
+
+    def build(self):
+        hp = self.hp
+
+        def scaled(c):
+            return max(1, round(int(c) * hp["width"]))
+
+        height, width = frame_shape(self.input_dims["video"], hp["frame_size"])
+        self.video = ConvLSTMVideo(height, width, scaled(hp["convlstm"]), [scaled(c) for c in hp["video_channels"]],
+                                   hp["convlstm_kernel"], hp["downsample"], hp["video_state"])
+        self.audio = AudioCNN(self.input_dims["audio"], hp["audio_channels"], hp["audio_kernel"])
+        self.text = TextCNN(self.input_dims["text"], hp["filters"], hp["windows"])
+        size = self.video.out_features + self.audio.out_features + self.text.out_features
+        self.fused = nn.Sequential(nn.Linear(size, hp["dense"]), nn.ReLU(), nn.Dropout(hp["dropout"]))
+        self.heads = self.task_heads(hp["dense"])
+
+    def forward(self, batch):
+        inputs, masks = batch["inputs"], batch["masks"]
+        video = self.video(*pick_frames(inputs["video"], masks["video"], self.hp["max_frames"]))
+        audio = self.audio(inputs["audio"], masks["audio"])
+        text = self.text(inputs["text"], masks["text"])
+        return self.apply_heads(self.fused(torch.cat([video, audio, text], dim=-1)))
