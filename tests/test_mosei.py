@@ -120,11 +120,16 @@ def test_real_folds_give_the_standard_segment_counts(shared_data):
     assert set(fold.train) == by_split[0] and set(fold.val) == by_split[1] and set(fold.test) == by_split[2]
 
 
+MOSEI_METHODS = {"seq-mean-mlp": {"max_epochs": 60, "patience": 20, "lr": 3e-3},
+                 "williams2018-bilstm-mosei": {"max_epochs": 60, "patience": 20, "lr": 3e-3, "batch_size": 16}}
+
+
 @pytest.mark.slow
-def test_bench_learns_on_the_fixture(fixture_root, tmp_path):
-    results = run_bench(BenchConfig(corpus="mosei", data_root=str(fixture_root), methods=["seq-mean-mlp"],
+@pytest.mark.parametrize("method", list(MOSEI_METHODS))
+def test_bench_learns_on_the_fixture(fixture_root, tmp_path, method):
+    results = run_bench(BenchConfig(corpus="mosei", data_root=str(fixture_root), methods=[method],
                                     out=str(tmp_path), loggers=["csv"], workers=1,
-                                    hparams={"seq-mean-mlp": {"max_epochs": 60, "patience": 20, "lr": 3e-3}}))
+                                    hparams={method: MOSEI_METHODS[method]}))
     test = results[results["split"] == "test"].set_index(["task", "metric"])["value"]
     manifest = Mosei(fixture_root).manifest()
     train, test_rows = manifest[manifest["split"] == "train"], manifest[manifest["split"] == "test"]

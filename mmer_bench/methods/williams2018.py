@@ -6,6 +6,14 @@ dropout -> output layer, inputs cut or zero-padded to 20 steps (words), Adam, ea
 the validation loss (patience 10). The paper reports CMU-MOSEI multi-label emotion presence and
 intensity (e.g. 90% overall binary accuracy); there is no RAVDESS number to compare with.
 
+``williams2018-bilstm-mosei``: the paper's setting: GloVe word vectors | COVAREP | FACET
+averaged per word (``mosei-glove``, ``mosei-covarep``, ``mosei-facet``, word-aligned by the
+corpus), concatenated per word, the first 20 words (``block_frames`` 1), MAE loss on the six
+emotion intensities (the corpus's ``emotions`` task, whose loss is L1) and, because CMU-MOSEI
+also labels it, on sentiment through a second head (summed, as every task of a corpus is);
+evaluated with the corpus's MOSEI metrics (per-emotion MAE, weighted accuracy and F1 of
+presence). The paper's 300-d GloVe 840B vectors are what the SDK's word vectors hold.
+
 ``williams2018-bilstm``: the same network as a single-label classifier (cross-entropy) on the
 corpus's task. What differs and why:
 
@@ -87,3 +95,9 @@ class Williams2018BiLSTM(EmotionRecognizer):
         forward_end = states[torch.arange(len(last), device=x.device), last, :hidden]
         summary = torch.cat([forward_end, states[:, 0, hidden:]], dim=-1)
         return self.apply_heads(self.dense(summary))
+
+
+@METHODS.register("williams2018-bilstm-mosei")
+class Williams2018BiLSTMMosei(Williams2018BiLSTM):
+    inputs = {"text": "mosei-glove", "audio": "mosei-covarep", "visual": "mosei-facet"}
+    defaults = {**Williams2018BiLSTM.defaults, "block_frames": 1}
