@@ -87,6 +87,16 @@ def is_fusion(cls) -> bool:
     return getattr(cls, "is_fusion", False)
 
 
+def numeric(value):
+    """YAML 1.1 reads ``5e-4`` (no dot) as a string: take a string that is a number as the number."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def method_inputs(name: str, overrides: dict[str, dict] | None = None) -> dict[str, str]:
     """A method's input name -> extractor name: its class defaults, with the benchmark config's
     ``inputs`` overrides (which may only rename the extractor of an input the method has)."""
@@ -218,7 +228,7 @@ class Runner:
         unknown = set(overrides) - set(cls.hparam_defaults())
         if unknown:
             raise ValueError(f"{method}: unknown hyperparameters {sorted(unknown)} in the benchmark config")
-        hp = {**cls.hparam_defaults(), **overrides}
+        hp = {**cls.hparam_defaults(), **{k: numeric(v) for k, v in overrides.items()}}
         if self.cfg.max_epochs and "max_epochs" in hp:
             hp["max_epochs"] = self.cfg.max_epochs
         return hp

@@ -172,3 +172,10 @@ def test_benchmark_config_feeds_a_method_other_features(tmp_path):
         cfg = BenchConfig(corpus="synthetic", methods=["egemaps-mlp"], out=str(tmp_path / "bad"), inputs={"egemaps-mlp": bad})
         with pytest.raises((ValueError, KeyError), match=message):
             run_bench(cfg)
+
+
+def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):
+    from mmer_bench.runner import Runner
+
+    runner = Runner(BenchConfig(corpus="synthetic", out=str(tmp_path), hparams={"egemaps-mlp": {"lr": "5e-4"}}))
+    assert runner.hparams("egemaps-mlp")["lr"] == 5e-4
