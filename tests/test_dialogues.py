@@ -56,24 +56,29 @@ def test_corpora_without_dialogues_refuse_dialogue_methods(synthetic):
     assert "meld-bclstm" in compatible_methods(corpus, manifest)
 
 
-def make_model(dim=8):
+def make_model(dim=8, **hp):
     from mmer_bench.tasks import ClassificationTask
 
     cls = METHODS.get("meld-bclstm")
     tasks = (ClassificationTask("emotion", tuple("abcdef")), ClassificationTask("sentiment", tuple("xyz")))
-    return cls(tasks, {"text": dim}, None, hidden=16, dense=8).eval()
+    return cls(tasks, {"text": dim}, None, hidden=16, dense=8, **hp).eval()
 
 
-def dialogue_batch(lengths, dim=8, seed=0):
+def dialogue_batch(lengths, dim=8, seed=0, words=False):
     rng = np.random.default_rng(seed)
-    items = [[{"clip_id": f"d{d}u{u}", "inputs": {"text": rng.normal(size=dim).astype(np.float32)},
-               "targets": {"emotion": 0, "sentiment": 0}} for u in range(n)] for d, n in enumerate(lengths)]
-    return items
+
+    def text():  # a vector per utterance, or word vectors of 1-6 words
+        return rng.normal(size=(int(rng.integers(1, 7)), dim) if words else dim).astype(np.float32)
+
+    return [[{"clip_id": f"d{d}u{u}", "inputs": {"text": text()}, "targets": {"emotion": 0, "sentiment": 0}}
+             for u in range(n)] for d, n in enumerate(lengths)]
 
 
-def test_bclstm_shapes_context_and_batch_independence():
-    model = make_model()
-    dialogues = dialogue_batch([3, 5, 1])
+@pytest.mark.parametrize("encoder", ["vector", "cnn"])
+def test_bclstm_shapes_context_and_batch_independence(encoder):
+    words = encoder == "cnn"
+    model = make_model(utterance_encoder=encoder, filters=4, windows=(1, 2), utterance_dim=8)
+    dialogues = dialogue_batch([3, 5, 1], words=words)
     with torch.no_grad():
         together = model(collate_dialogues(dialogues))
         alone = model(collate_dialogues(dialogues[:1]))
@@ -82,13 +87,18 @@ def test_bclstm_shapes_context_and_batch_independence():
         torch.testing.assert_close(together["emotion"][:3], alone["emotion"], rtol=1e-5, atol=1e-6)
         # Context is read: changing utterance 3 of a dialogue changes the prediction for utterance 1.
         changed = [dict(it) for it in dialogues[0]]
-        changed[2] = {**changed[2], "inputs": {"text": changed[2]["inputs"]["text"] + 3.0}}
+        changed[2] = {**changed[2], "inputs": {"text": changed[2]["inputs"]["text"] * 5.0 + 3.0}}
         moved = model(collate_dialogues([changed]))
         assert not torch.allclose(moved["emotion"][0], alone["emotion"][0])
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert model(collate_dialogues(dialogues))["emotion"].shape == (9, 6)
     with pytest.raises(ValueError, match="whole dialogues"):
         model({"inputs": {"text": torch.zeros(2, 8)}})
+    if words:  # garbage in padded word positions changes nothing
+        batch = collate_dialogues(dialogues)
+        batch["inputs"]["text"][~batch["masks"]["text"]] = 1e3
+        with torch.no_grad():
+            torch.testing.assert_close(model(batch)["emotion"], together["emotion"], rtol=1e-5, atol=1e-5)
 
 
 def test_bclstm_learns_on_synthetic(tmp_path):

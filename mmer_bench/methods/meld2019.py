@@ -23,7 +23,10 @@ baselines (text-CNN: 55.02 weighted-F1 on the 7 emotions):
   depend on the others in its batch. What differs and why: the paper's two-stage pipeline feeds
   utterance features of a text-CNN trained first; here the utterance vector comes from a frozen
   sentence encoder (``minilm`` by default; any per-utterance vector extractor, several
-  concatenated, via the benchmark's ``inputs:``), trained end to end in one stage.
+  concatenated, via the benchmark's ``inputs:``). With ``utterance_encoder: cnn`` and word
+  vectors as input (``inputs: {meld-bclstm: {text: glove}}``) each utterance goes through the
+  text CNN (``filters`` x ``windows``, Dense(``utterance_dim``, ReLU)) first, as in the paper,
+  but trained jointly with the bcLSTM in one stage rather than in two.
 - ``meld-audio-cnn``: MELD's audio baseline feeds the 34 pyAudioAnalysis features
   (``meld-audio34``, at most 100 frames of 0.2 s) to a classifier; the paper gives no network
   detail beyond its audio-only audio-only weighted-F1.
@@ -194,11 +197,22 @@ class MeldBcLSTM(EmotionRecognizer):
     paper = {"meld": {"weighted_f1": 56.44,
                       "source": "Poria et al. 2019, MELD, ACL, results table, bcLSTM text row (7 emotions)"}}
     defaults = {"hidden": 300, "layers": 2, "dense": 100, "dropout": 0.5, "rnn_dropout": 0.3,
+                "utterance_encoder": "vector", "filters": 50, "windows": (3, 4, 5), "utterance_dim": 100,
                 "class_weighted": True, "lr": 1e-3, "batch_size": 16, "max_epochs": 60, "patience": 10}
 
     def build(self):
         hp = self.hp
-        width = sum(self.input_dims[name] for name in self.inputs)
+        if hp["utterance_encoder"] == "cnn":  # word vectors per utterance -> text CNN -> Dense
+            self.encoders = nn.ModuleDict({
+                name: TextCNN(self.input_dims[name], hp["filters"], hp["windows"]) for name in self.inputs})
+            self.projections = nn.ModuleDict({
+                name: nn.Sequential(nn.Linear(enc.out_features, hp["utterance_dim"]), nn.ReLU())
+                for name, enc in self.encoders.items()})
+            width = hp["utterance_dim"] * len(self.inputs)
+        elif hp["utterance_encoder"] == "vector":  # one vector per utterance, used as it is
+            width = sum(self.input_dims[name] for name in self.inputs)
+        else:
+            raise ValueError(f"meld-bclstm: utterance_encoder {hp['utterance_encoder']!r} is not 'vector' or 'cnn'")
         self.drop = nn.Dropout(hp["dropout"])
         self.rnn = nn.LSTM(width, hp["hidden"], num_layers=hp["layers"], batch_first=True, bidirectional=True,
                            dropout=hp["rnn_dropout"] if hp["layers"] > 1 else 0.0)
@@ -208,7 +222,12 @@ class MeldBcLSTM(EmotionRecognizer):
     def forward(self, batch):
         if "dialogues" not in batch:
             raise ValueError("meld-bclstm needs batches of whole dialogues (CorpusDataModule(dialogues=True))")
-        utterances = torch.cat([batch["inputs"][name] for name in self.inputs], dim=-1)  # (N, D)
+        if self.hp["utterance_encoder"] == "cnn":
+            parts = [self.projections[name](self.encoders[name](batch["inputs"][name], batch["masks"][name]))
+                     for name in self.inputs]
+        else:
+            parts = [batch["inputs"][name] for name in self.inputs]
+        utterances = torch.cat(parts, dim=-1)  # (N, D): one row per utterance of the batch
         index = batch["dialogues"]  # (B, U) rows of the batch, -1 past a dialogue's end
         real = index >= 0
         sequences = self.drop(utterances)[index.clamp(min=0)] * real.unsqueeze(-1).to(utterances.dtype)
