@@ -31,6 +31,18 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Small models train several times faster on one intra-op thread, above all on a busy
+    2-core machine, where two threads wait on each other and on everything else."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def feature_cache(tmp_path_factory) -> Path:
     """One feature cache per test session: extracted features are shared between tests."""
     cache = tmp_path_factory.mktemp("mmer_cache")

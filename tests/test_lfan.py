@@ -23,13 +23,6 @@ SMALL = {"channels": {"video": (16, 16, 8, 8), "audio": (8, 8, 4, 4), "text": (1
          "window": 30, "hop": 20}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def minilm():

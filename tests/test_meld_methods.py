@@ -20,13 +20,6 @@ SMALL_CAER = {"width": 0.125, "face_size": 16, "context_height": 16, "context_wi
               "fusion_hidden": 8, "hidden": 16}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make_batch(dims: dict[str, int], lengths: dict[str, list[int]], seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)

@@ -22,13 +22,6 @@ BRANCH_HP = {"speech": {**SMALL_CNN, "hidden": 8}, "face": {**SMALL_CNN, "face_s
              "text": {"layers": 1, "ff": 32}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make_batch(lengths: dict[str, list[int]], seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)

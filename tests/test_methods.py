@@ -28,15 +28,6 @@ SMALL = {
 INPUT_DIMS = {"luna2022-au-bilstm": 35, "williams2018-bilstm": 25, "merc2020-attncnn": 128}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared CPU, two threads that wait on each other make
-    these small networks several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make_batch(name: str, dim: int, lengths: list[int], seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)

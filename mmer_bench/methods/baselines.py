@@ -33,6 +33,16 @@ class EGeMAPSMLP(EmotionRecognizer):
         return self.apply_heads(self.body(batch["inputs"]["speech"]))
 
 
+@METHODS.register("compare-mlp")
+class ComParEMLP(EGeMAPSMLP):
+    """The same classifier on the 6,373 ComParE 2016 functionals (Schuller et al. 2016, the
+    Interspeech computational paralinguistics challenge set): the larger brute-force feature set
+    against eGeMAPS's 88 expert-chosen ones, under one protocol."""
+
+    inputs = {"speech": "compare"}
+    defaults = {**EGeMAPSMLP.defaults, "hidden": 256, "dropout": 0.5}
+
+
 @METHODS.register("text-mlp")
 class TextMLP(EmotionRecognizer):
     """Text baseline: the MiniLM sentence embedding of the transcript, standardised on the
