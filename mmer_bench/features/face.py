@@ -35,7 +35,8 @@ OPENFACE_GROUPS: dict[str, list[str]] = {
 
 def read_openface_frames(path: str, only_successful: bool = True) -> np.ndarray:
     """The AU columns of one OpenFace per-frame CSV, frames x 35."""
-    frame = pd.read_csv(path, skipinitialspace=True)
+    wanted = {*AU_COLUMNS, "success"}  # only these are parsed: a full OpenFace CSV has ~700 columns
+    frame = pd.read_csv(path, skipinitialspace=True, usecols=lambda c: c.strip() in wanted)
     frame.columns = [c.strip() for c in frame.columns]
     missing = [c for c in AU_COLUMNS if c not in frame.columns]
     if missing:
