@@ -9,8 +9,11 @@ For eGeMAPS functionals and a 128-band log-mel it times, on the clips of a corpu
 Then the throughput of every other extractor, (b) only, on the same clips.
 
     python benchmarks/extract_speed.py --data-root ../shared/data --limit 200
+    python benchmarks/extract_speed.py --data-root ../shared/data --compare logmel --repeat 5 --extractors none
 
 ``--limit N`` takes N clips drawn at random (seed 0) so their lengths are representative.
+``--repeat N`` runs (a), (b) and (c) back to back N times and reports each run and the median of
+the (a)/(b) ratios: on a machine that other jobs load, one run can be off by a factor of two.
 No pretrained weights are needed: VGGish runs from random weights and wav2vec2, unless
 ``--wav2vec2-path`` names a local checkpoint, from a randomly initialised model of wav2vec2-base's
 size (transformers' default config, saved to a temporary folder and loaded from it); the weights'
@@ -122,8 +125,11 @@ def main(argv=None) -> int:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--limit", type=int, default=None, help="time N randomly drawn clips (seed 0)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--compare", default="egemaps,logmel",
+                        help="side-by-side comparisons with the plain loop to run (egemaps, logmel)")
+    parser.add_argument("--repeat", type=int, default=1, help="run each comparison N times back to back")
     parser.add_argument("--extractors", default=None,
-                        help=f"comma-separated other extractors to time (default: {','.join(OTHERS)})")
+                        help=f"comma-separated other extractors to time, or none (default: {','.join(OTHERS)})")
     parser.add_argument("--wav2vec2-path", default=None, help="a local wav2vec2 checkpoint folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # VGGish's untrained warning is expected here
@@ -135,20 +141,33 @@ def main(argv=None) -> int:
     print(f"{args.corpus}: {n} clips, {audio_seconds:.0f} s of audio; {args.workers} workers "
           f"on {os.cpu_count()} cores")
 
-    for label, loop, extractor in [
-        ("eGeMAPS functionals", loop_egemaps, EXTRACTORS.get("egemaps")()),
-        ("log-mel, 128 bands", loop_logmel, EXTRACTORS.get("logmel")(n_mels=128)),
-    ]:
-        loop_seconds, _ = timed(loop, paths)
-        cold, warm, failed = through_store(extractor, manifest, args.workers)
+    comparisons = {
+        "egemaps": ("eGeMAPS functionals", loop_egemaps, EXTRACTORS.get("egemaps")()),
+        "logmel": ("log-mel, 128 bands", loop_logmel, EXTRACTORS.get("logmel")(n_mels=128)),
+    }
+    for name in args.compare.split(",") if args.compare != "none" else []:
+        label, loop, extractor = comparisons[name]
         print(f"{label}:")
-        print(rate_line("(a) plain loop, 1 process", loop_seconds, n, audio_seconds))
-        print(rate_line(f"(b) extract, {args.workers} workers, new store", cold, n, audio_seconds,
-                        f"  x{loop_seconds / cold:.2f} vs loop" + (f", {failed} failed" if failed else "")))
-        print(f"  (c) cached re-read from the store    {warm * 1000:8.1f} ms  ({loop_seconds / warm:.0f}x faster than the loop)")
+        ratios, rereads = [], []
+        for run in range(args.repeat):
+            loop_seconds, _ = timed(loop, paths)
+            cold, warm, failed = through_store(extractor, manifest, args.workers)
+            ratios.append(loop_seconds / cold)
+            rereads.append(warm)
+            tag = f" run {run + 1}" if args.repeat > 1 else ""
+            print(rate_line(f"(a) plain loop, 1 process{tag}", loop_seconds, n, audio_seconds))
+            print(rate_line(f"(b) extract, {args.workers} workers, new store", cold, n, audio_seconds,
+                            f"  x{loop_seconds / cold:.2f} vs loop" + (f", {failed} failed" if failed else "")))
+            print(f"  (c) cached re-read from the store    {warm * 1000:8.1f} ms  "
+                  f"({loop_seconds / warm:.0f}x faster than the loop)")
+        if args.repeat > 1:
+            print(f"  median over {args.repeat} runs: (b) x{np.median(ratios):.2f} vs loop "
+                  f"(min x{min(ratios):.2f}, max x{max(ratios):.2f}); (c) {np.median(rereads) * 1000:.0f} ms "
+                  f"(max {max(rereads) * 1000:.0f} ms)")
 
     print(f"other extractors, (b) extract with {args.workers} workers into a new store:")
     names = args.extractors.split(",") if args.extractors else OTHERS
+    names = [] if names == ["none"] else names
     with tempfile.TemporaryDirectory(prefix="mmer-w2v-") as tmp:
         wav2vec2_path = args.wav2vec2_path or (random_wav2vec2_base(tmp) if "wav2vec2" in names else None)
         for extractor in other_extractors(names, wav2vec2_path):

@@ -79,3 +79,15 @@ def timm_module():
     except Exception as exc:  # ImportError, or torchvision's operator error without a matching build
         _require("MMER_REQUIRE_VISION", f"the vision extra is not usable here: {type(exc).__name__}: {exc}")
     return timm
+
+
+@pytest.fixture(scope="session")
+def speech_extra():
+    """torchcrepe and silero-vad from the `speech` extra, or a skip (a failure when
+    MMER_REQUIRE_SPEECH=1)."""
+    try:
+        import silero_vad
+        import torchcrepe
+    except Exception as exc:
+        _require("MMER_REQUIRE_SPEECH", f"the speech extra is not usable here: {type(exc).__name__}: {exc}")
+    return torchcrepe, silero_vad

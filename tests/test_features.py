@@ -1,15 +1,24 @@
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 from conftest import make_ravdess, write_tone
 
 from mmer_bench.corpora.base import CorpusDataModule
 from mmer_bench.corpora.ravdess import Ravdess
-from mmer_bench.features.audio import EGeMAPSFunctionals, EGeMAPSLLDs, LogMel
+from mmer_bench.features.audio import EGeMAPSFunctionals, EGeMAPSLLDs, LogMel, mel_filterbank
 from mmer_bench.features.base import FeatureExtractionError, extract
-from mmer_bench.features.face import AU_COLUMNS, AUMeans, AUSequence
-from mmer_bench.features.store import FeatureStore
+from mmer_bench.features.face import (
+    AU_COLUMNS,
+    OPENFACE_GROUPS,
+    AUMeans,
+    AUSequence,
+    OpenFaceSequence,
+    read_openface,
+)
+from mmer_bench.features.store import LEGACY_VALUES, FeatureStore, StoreWriter
 
 
 def tone_manifest(tmp_path, n=3):
@@ -108,3 +117,132 @@ def test_datamodule_names_bad_files_or_skips_them(tmp_path):
     batch = next(iter(dm.test_dataloader()))
     assert batch["inputs"]["mel"].shape[:2] == batch["masks"]["mel"].shape
     assert batch["targets"]["emotion"].dtype.is_floating_point is False
+
+
+def test_logmel_through_the_store_matches_single_clips_and_a_float64_reference(tmp_path):
+    manifest = tone_manifest(tmp_path, 5)
+    store = FeatureStore(tmp_path / "a")
+    serial = extract(LogMel(n_mels=128), manifest, "m", store, workers=2)
+    assert list(serial.arrays) == list(manifest["clip_id"])  # manifest order
+    reread = extract(LogMel(n_mels=128), manifest, "m", store, workers=2)
+    for clip_id, path in zip(manifest["clip_id"], manifest["audio_path"]):
+        assert np.array_equal(serial.arrays[clip_id], LogMel(n_mels=128).extract_clip(path))
+        assert np.array_equal(reread.arrays[clip_id], serial.arrays[clip_id])
+    # The float32 STFT and sparse mel product agree with a float64 dense computation.
+    samples = sf.read(manifest["audio_path"][0], dtype="float64")[0]
+    frames = np.lib.stride_tricks.sliding_window_view(samples, 512)[::160] * np.hanning(512)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    reference = np.log(power @ mel_filterbank(16000, 512, 128, 0.0, 8000.0).astype(np.float64).T + 1e-6)
+    assert np.abs(serial.arrays["c0"] - reference).max() < 1e-3
+
+
+def test_store_streams_row_groups_reads_them_back_and_stays_atomic(tmp_path):
+    store = FeatureStore(tmp_path)
+    rng = np.random.default_rng(0)
+    results = {f"c{i}": rng.standard_normal((int(rng.integers(1, 50)), 7)).astype(np.float32) for i in range(30)}
+    results["bad"] = "bad.wav: AudioError: cannot decode audio"
+    with StoreWriter(store.path("x", "k"), {"kind": "sequence"}, group_bytes=1000) as writer:
+        for clip_id, value in results.items():
+            writer.add(clip_id, value)
+    assert pq.ParquetFile(store.path("x", "k")).num_row_groups > 3
+    back = store.read("x", "k")
+    assert back.errors == {"bad": results["bad"]}
+    assert list(back.arrays) == [c for c in results if c != "bad"]
+    assert all(np.array_equal(back.arrays[c], results[c]) for c in back.arrays)
+    # An exception while extracting leaves no entry and no temporary file behind.
+    with pytest.raises(KeyboardInterrupt), store.writer("x", "interrupted", {}) as writer:
+        writer.add("c0", results["c0"])
+        raise KeyboardInterrupt
+    assert not store.has("x", "interrupted") and sorted(p.name for p in (tmp_path / "x").iterdir()) == ["k.parquet"]
+    # A write that fails in the background thread surfaces, and nothing is stored.
+    with pytest.raises(RuntimeError, match="writing"), store.writer("x", "broken", {}) as writer:
+        writer.add("c0", np.zeros((2, 2), np.float64))
+        writer.add("c1", np.array(["not a number"]))  # cannot become float32: the writer thread fails
+    assert not store.has("x", "broken") and sorted(p.name for p in (tmp_path / "x").iterdir()) == ["k.parquet"]
+
+
+def write_openface_csv(path, n_frames=12, untracked=(3, 7), seed=0):
+    """A per-frame CSV in OpenFace 2.2 FeatureExtraction's full layout and column order (714
+    columns, ", " between fields). Untracked frames hold zeros, as OpenFace writes them."""
+    rng = np.random.default_rng(seed)
+    columns = (
+        ["frame", "face_id", "timestamp", "confidence", "success"]
+        + OPENFACE_GROUPS["gaze"]
+        + [f"eye_lmk_{a}_{i}" for a in "xyXYZ" for i in range(56)]
+        + OPENFACE_GROUPS["pose"] + OPENFACE_GROUPS["landmarks"] + OPENFACE_GROUPS["landmarks_3d"]
+        + ["p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty"] + [f"p_{i}" for i in range(34)]
+        + AU_COLUMNS
+    )
+    values = rng.uniform(0.5, 2.0, (n_frames, len(columns))).round(3)
+    values[:, 0] = np.arange(1, n_frames + 1)
+    values[:, 1] = 0
+    values[:, 2] = np.arange(n_frames) / 30.0
+    values[:, 3] = 0.95
+    values[:, 4] = 1
+    for i in untracked:
+        values[i, 3:] = 0.0  # confidence, success and every feature 0
+    rows = [", ".join(f"{v:g}" for v in row) for row in values]
+    path.write_text(", ".join(columns) + "\n" + "\n".join(rows) + "\n")
+    return pd.DataFrame(values, columns=columns)
+
+
+def test_openface_sequence_groups_drop_untracked_frames(tmp_path):
+    truth = write_openface_csv(tmp_path / "of.csv", n_frames=12, untracked=(3, 7))
+    tracked = truth[truth["success"] == 1]
+    gaze_pose = OpenFaceSequence(groups=("gaze", "pose"))
+    out = gaze_pose.extract_clip(str(tmp_path / "of.csv"))
+    assert out.shape == (10, 14) and out.dtype == np.float32
+    assert np.allclose(out, tracked[OPENFACE_GROUPS["gaze"] + OPENFACE_GROUPS["pose"]].to_numpy())
+    assert not np.any(np.all(out == 0, axis=1))  # the zero rows of untracked frames are gone
+    assert gaze_pose.columns == OPENFACE_GROUPS["gaze"] + OPENFACE_GROUPS["pose"]
+    every = OpenFaceSequence(groups="au_r,au_c,landmarks,landmarks_3d,timestamp")
+    out = every.extract_clip(str(tmp_path / "of.csv"))
+    assert out.shape == (10, 17 + 18 + 136 + 204 + 1)
+    assert np.allclose(out[:, -1], tracked["timestamp"])  # when each kept frame was
+    assert np.allclose(out[:, :35], tracked[AU_COLUMNS])
+    # The AUs agree with the au-sequence extractor on the same file.
+    assert np.allclose(OpenFaceSequence(groups=("au_r", "au_c")).extract_clip(str(tmp_path / "of.csv")),
+                       AUSequence().extract_clip(str(tmp_path / "of.csv")))
+    counted = read_openface(str(tmp_path / "of.csv"), OPENFACE_GROUPS["pose"])
+    assert (counted.frames, counted.dropped) == (12, 2)
+    assert read_openface(str(tmp_path / "of.csv"), OPENFACE_GROUPS["pose"], min_confidence=0.99).dropped == 12
+    assert OpenFaceSequence(groups=("gaze",)).cache_key("m") != OpenFaceSequence(groups=("pose",)).cache_key("m")
+    with pytest.raises(ValueError, match="head"):
+        OpenFaceSequence(groups=("head",))
+
+
+def test_openface_sequence_errors_name_the_file(tmp_path):
+    write_openface_csv(tmp_path / "ok.csv")
+    write_openface_csv(tmp_path / "lost.csv", n_frames=10, untracked=range(10))
+    write_openface_csv(tmp_path / "shaky.csv", n_frames=10, untracked=range(6))
+    truth = write_openface_csv(tmp_path / "au_only.csv")
+    truth[["frame", "timestamp", "confidence", "success", *AU_COLUMNS]].to_csv(tmp_path / "au_only.csv", index=False)
+    (tmp_path / "not_csv.csv").write_bytes(b"\x00\x01\x02")
+    names = ["ok", "lost", "shaky", "au_only", "not_csv"]
+    manifest = pd.DataFrame({"clip_id": names, "openface_path": [str(tmp_path / f"{n}.csv") for n in names]})
+    manifest.loc[len(manifest)] = ["none", None]
+    features = extract(OpenFaceSequence(min_tracked=0.5), manifest, "m", FeatureStore(tmp_path / "store"), workers=1)
+    assert set(features.arrays) == {"ok"}
+    errors = features.errors
+    assert "lost.csv" in errors["lost"] and "0 of 10 frames" in errors["lost"]
+    assert "shaky.csv" in errors["shaky"] and "4 of 10 frames" in errors["shaky"] and "min_tracked" in errors["shaky"]
+    assert "au_only.csv" in errors["au_only"] and "gaze_0_x" in errors["au_only"] and "groups gaze, pose" in errors["au_only"]
+    assert errors["au_only"].count("au_only.csv") == 1  # named once, not once per layer
+    assert "not_csv.csv" in errors["not_csv"]
+    assert "no openface file" in errors["none"]
+
+
+def test_store_reads_entries_written_with_the_earlier_list_column(tmp_path):
+    store = FeatureStore(tmp_path)
+    a, b = np.arange(6, dtype=np.float32).reshape(2, 3), np.array([0.5, -1.0], np.float32)
+    legacy = pa.table({
+        "clip_id": ["a", "bad", "b"],
+        "shape": pa.array([[2, 3], None, [2]], pa.list_(pa.int32())),
+        "values": pa.array([a.ravel().tolist(), None, b.tolist()], LEGACY_VALUES),
+        "error": [None, "bad.wav: AudioError: cannot decode audio", None],
+    })
+    store.path("x", "old").parent.mkdir(parents=True)
+    pq.write_table(legacy, store.path("x", "old"), row_group_size=2)  # a clip in a later row group
+    back = store.read("x", "old")
+    assert np.array_equal(back.arrays["a"], a) and np.array_equal(back.arrays["b"], b)
+    assert back.errors == {"bad": "bad.wav: AudioError: cannot decode audio"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -27,15 +28,17 @@ class Extractor:
     Subclasses are dataclasses whose fields are the parameters (they enter the cache key), set
     ``version`` (bump it when the output changes), ``source_column`` (the manifest column holding
     the input path) and ``kind`` ("vector" for one vector per clip, "sequence" for frames x dims),
-    and implement ``extract_clip`` (per file, run in a process pool) or override ``extract_many``
+    and implement ``extract_clip`` (per file, run in a worker pool) or override ``extract_many``
     (when one file holds every clip, such as a table of AU means).
     """
 
     version = "1"
     source_column = "audio_path"
     kind = "vector"
-    # Run clips in a process pool. Off for extractors cheaper than shipping their arrays
-    # between processes (a log-mel takes ~2 ms a clip; pickling it back costs more).
+    # Run clips in a process pool when more than one worker is asked for. Off for extractors
+    # cheaper than shipping their arrays between processes (a log-mel takes ~1.5 ms a clip;
+    # pickling it back costs about as much). ``extract`` writes the store from a background
+    # thread either way, so one core computes while the other encodes and writes.
     parallel = True
 
     @property
@@ -56,7 +59,8 @@ class Extractor:
         try:
             out = self.extract_clip(path)
         except Exception as exc:  # recorded per clip with the file name, reported by the caller
-            return clip_id, f"{path}: {type(exc).__name__}: {exc}"
+            message = f"{type(exc).__name__}: {exc}"
+            return clip_id, message if path in str(exc) else f"{path}: {message}"
         if not np.all(np.isfinite(out)):
             return clip_id, f"{path}: the extracted features contain NaN or infinite values"
         return clip_id, out
@@ -72,23 +76,28 @@ class Extractor:
         return items, missing
 
     def extract_many(self, manifest: pd.DataFrame, workers: int) -> dict[str, np.ndarray | str]:
+        return dict(self.iter_results(manifest, workers))
+
+    def iter_results(self, manifest: pd.DataFrame, workers: int) -> Iterator[tuple[str, np.ndarray | str]]:
+        """(clip_id, array or error) per clip, in manifest order, as the clips are extracted."""
         items, missing = self.source_items(manifest)
-        results: dict[str, np.ndarray | str] = dict(missing)
+        yield from missing.items()
         progress = tqdm(total=len(items), desc=f"extract {self.name}", unit="clip", mininterval=1.0)
-        if self.parallel and workers > 1 and len(items) > 1:
+        workers = min(workers, len(items))
+        if self.parallel and workers > 1:
             # Chunks keep the inter-process traffic low; the pool uses every core asked for.
             chunksize = max(1, min(32, len(items) // (workers * 8)))
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                for clip_id, out in pool.map(self._safe_extract, items, chunksize=chunksize):
-                    results[clip_id] = out
-                    progress.update()
+                yield from _counted(pool.map(self._safe_extract, items, chunksize=chunksize), progress)
         else:
-            for item in items:
-                clip_id, out = self._safe_extract(item)
-                results[clip_id] = out
-                progress.update()
+            yield from _counted(map(self._safe_extract, items), progress)
         progress.close()
-        return results
+
+
+def _counted(outputs, progress):
+    for out in outputs:
+        yield out
+        progress.update()
 
 
 def default_workers() -> int:
@@ -104,14 +113,23 @@ def extract(
 ) -> FeatureSet:
     """Return the extractor's features for the manifest, extracting them only if not stored."""
     key = extractor.cache_key(manifest_hash)
-    if not store.has(extractor.name, key):
-        results = extractor.extract_many(manifest, workers or default_workers())
-        meta = {"extractor": extractor.name, "version": extractor.version, "params": extractor.params(),
-                "manifest": manifest_hash, "kind": extractor.kind}
-        store.write(extractor.name, key, results, meta)
-        arrays = {c: v.astype(np.float32, copy=False) for c, v in results.items() if isinstance(v, np.ndarray)}
-        errors = {c: str(v) for c, v in results.items() if not isinstance(v, np.ndarray)}
-        if errors:
-            log.warning("%s: %d of %d clips could not be extracted", extractor.name, len(errors), len(results))
-        return FeatureSet(arrays, errors)  # what was just written: no need to read it back
-    return store.read(extractor.name, key)
+    if store.has(extractor.name, key):
+        return store.read(extractor.name, key)
+    workers = workers or default_workers()
+    if type(extractor).extract_many is Extractor.extract_many:
+        stream = extractor.iter_results(manifest, workers)  # written while later clips are extracted
+    else:
+        stream = iter(extractor.extract_many(manifest, workers).items())
+    meta = {"extractor": extractor.name, "version": extractor.version, "params": extractor.params(),
+            "manifest": manifest_hash, "kind": extractor.kind}
+    arrays, errors = {}, {}
+    with store.writer(extractor.name, key, meta) as writer:
+        for clip_id, out in stream:
+            writer.add(clip_id, out)
+            if isinstance(out, np.ndarray):
+                arrays[clip_id] = out.astype(np.float32, copy=False)
+            else:
+                errors[clip_id] = str(out)
+    if errors:
+        log.warning("%s: %d of %d clips could not be extracted", extractor.name, len(errors), len(arrays) + len(errors))
+    return FeatureSet(arrays, errors)  # what was just written: no need to read it back
