@@ -12,17 +12,19 @@ other text corpora have a fine-tuned transformer beside the frozen-feature and C
 - Model: the encoder (transformers ``AutoModel`` from ``model_path``; ``tiny_random``: a tiny
   random BERT for tests), attention mask from the batch mask, masked mean over the real tokens
   (``pooling: cls``: the [CLS] state), dropout, one linear layer per task head.
-- Recipe: AdamW (weight decay 0.01), learning rate 5e-5 with linear warmup over the first
-  ``warmup`` (10%) of the steps and linear decay to zero at ``max_epochs`` (``scheduler:
-  linear``, per step; the base schedulers also work), batches of 32, at most 4 epochs, the
-  epoch chosen on validation (early stopping patience 2). Unweighted cross-entropy: MELD's
-  metric is weighted-F1, which class weights trade away for macro-F1.
-- CPU economy, neither changes the function computed: ``freeze_word_embeddings`` (default on)
-  keeps the 30k x 384 word-embedding table fixed (position, type embeddings and every layer
-  train), which removes a dense 11.7 M-parameter gradient and AdamW update per step (~40% of
-  a step on a CPU); ``micro_batch`` (8) runs the encoder over length-sorted slices of the batch,
-  each padded only to its own longest sequence (~1.6x faster on MELD's mixed lengths). The
-  gradient is that of the whole batch.
+- Recipe: AdamW (weight decay 0.01 on every trained parameter, biases and layer norms too),
+  learning rate 5e-5 with linear warmup over the first ``warmup`` (10%) of the steps and linear
+  decay to zero at ``max_epochs`` (``scheduler: linear``, per step; the base schedulers also
+  work), batches of 32, at most 4 epochs, the epoch chosen on validation (early stopping
+  patience 2). Unweighted cross-entropy: MELD's metric is weighted-F1, which class weights
+  trade away for macro-F1.
+- CPU economy: ``freeze_word_embeddings`` (default on) keeps the 30k x 384 word-embedding
+  table at its pretrained values (position and type embeddings and every layer train), which
+  removes a dense 11.7 M-parameter gradient and AdamW update per step (~40% of a step on a
+  CPU); set it off for full fine-tuning. ``micro_batch`` (8) runs the encoder over
+  length-sorted slices of the batch, each padded only to its own longest sequence (~1.6x
+  faster on MELD's mixed lengths); it changes nothing computed, the gradient is that of the
+  whole batch.
 """
 
 from __future__ import annotations
