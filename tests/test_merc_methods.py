@@ -229,3 +229,15 @@ def test_w2v2_ft_learns_tones_from_a_tiny_random_encoder():
     assert accuracy > 1 / 7 + 0.3, accuracy
     masked = METHODS.get("luna2022-w2v2-ft")((MERC_TASKS[0],), {"wave": 1}, tiny_random=True, mask_time_prob=0.3)
     assert masked.encoder.config.mask_time_prob == 0.3
+
+
+def test_w2v2_ft_from_a_local_checkpoint_fine_tunes_in_training_mode(tmp_path):
+    """from_pretrained gives an eval-mode model; Lightning keeps submodule modes, so the method
+    must switch the encoder back or its dropout and time masking stay off while fine-tuning."""
+    from transformers import Wav2Vec2Model
+
+    from mmer_bench.features.audio_models import tiny_wav2vec2_config
+
+    Wav2Vec2Model(tiny_wav2vec2_config()).save_pretrained(tmp_path / "w2v2")
+    model = METHODS.get("luna2022-w2v2-ft")((MERC_TASKS[0],), {"wave": 1}, model_path=str(tmp_path / "w2v2"))
+    assert model.encoder.training and all(m.training for m in model.encoder.encoder.modules())
