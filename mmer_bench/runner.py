@@ -390,13 +390,24 @@ class Runner:
                 frames[source] = pd.DataFrame(probs, columns=list(task.classes)).assign(clip_id=rows["clip_id"].to_numpy())
             aligned[part] = align(frames, task.classes, f"{fold.name} {part}")
         train_labels = labels.loc[aligned["train"].index, task.name].to_numpy()
+        # Stacking learns from the sources' training-part posteriors; a source that fits its training
+        # clips perfectly looks flawless there and takes all the weight, whatever it does on test.
+        overfit = {}
+        for source in sources:
+            columns = aligned["train"][[f"{source}:{c}" for c in task.classes]].to_numpy()
+            train_accuracy = float((columns.argmax(1) == train_labels).mean())
+            if train_accuracy >= 0.99:
+                overfit[source] = train_accuracy
+                log.warning("%s %s: %s is %.1f%% accurate on its own training clips; stacking on in-sample "
+                            "posteriors over-weights it (leave it out with hparams %s: {fuse: [...]})",
+                            method, fold.name, source, 100 * train_accuracy, method)
         for part in ("train", "val", "test"):
             probs = fuse(aligned["train"], train_labels, aligned[part], C=hp["C"], seed=seed)
             ids = list(aligned[part].index)
             predictions[part] = {task.name: {"clip_id": ids, "probs": probs,
                                              "target": labels.loc[ids, task.name].to_numpy()}}
         n_params = (len(sources) * task.num_classes + 1) * task.num_classes
-        info = {"fused": sources, "train_time_s": time.time() - started}
+        info = {"fused": sources, "train_time_s": time.time() - started, "sources_fitting_train": overfit}
         self.write_job(method, fold, seed, job_dir, config_hash, predictions, n_params, None, started, info)
 
     def write_job(self, method, fold, seed, job_dir, config_hash, predictions, n_params, dm, started, info):

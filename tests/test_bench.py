@@ -179,3 +179,15 @@ def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):
 
     runner = Runner(BenchConfig(corpus="synthetic", out=str(tmp_path), hparams={"egemaps-mlp": {"lr": "5e-4"}}))
     assert runner.hparams("egemaps-mlp")["lr"] == 5e-4
+
+
+def test_fusion_reports_sources_that_fit_their_training_clips(synthetic_run):
+    """Stacking on in-sample posteriors over-weights a source that is perfect on its training
+    clips: job.json names exactly the sources whose training accuracy is 99% or more."""
+    out, results = synthetic_run
+    train = results.query("split == 'train' and metric == 'accuracy'").set_index(["method", "fold"])["value"]
+    for job in (out / "jobs/luna2022-fusion").iterdir():
+        info = json.loads((job / "job.json").read_text())
+        fold = job.name.split("-seed")[0]
+        expected = {m for m in info["fused"] if train[m, fold] >= 0.99}
+        assert set(info["sources_fitting_train"]) == expected
