@@ -87,6 +87,10 @@ def is_fusion(cls) -> bool:
     return getattr(cls, "is_fusion", False)
 
 
+def reads_dialogues(cls) -> bool:
+    return getattr(cls, "reads_dialogues", False)
+
+
 def numeric(value):
     """YAML 1.1 reads ``5e-4`` (no dot) as a string: take a string that is a number as the number."""
     if isinstance(value, str):
@@ -118,7 +122,7 @@ def compatible_methods(corpus: Corpus, manifest: pd.DataFrame, overrides: dict[s
     has_dialogues = corpus.dialogue_columns is not None
     return [name for name, cls in METHODS.items()
             if (fusable if is_fusion(cls) else set(method_inputs(name, overrides).values()) <= available)
-            and (not getattr(cls, "reads_dialogues", False) or has_dialogues)]
+            and (not reads_dialogues(cls) or has_dialogues)]
 
 
 class BestWeights(L.Callback):
@@ -209,7 +213,7 @@ class Runner:
         for name in methods:
             if name not in compatible:
                 available = sorted(self.corpus.available_features(manifest))
-                if getattr(METHODS.get(name), "reads_dialogues", False) and not self.corpus.dialogue_columns:
+                if reads_dialogues(METHODS.get(name)) and not self.corpus.dialogue_columns:
                     raise ValueError(f"{name} reads whole dialogues; {self.corpus.name} has none")
                 needs = sorted(method_inputs(name, self.cfg.inputs).values())
                 raise ValueError(f"{name} needs features {needs}; {self.corpus.name} "
@@ -343,7 +347,7 @@ class Runner:
         dm = CorpusDataModule(self.corpus, manifest, fold, method_inputs(cls.registry_name, self.cfg.inputs),
                               cls.scaling, self.store, batch_size=hp["batch_size"],
                               skip_missing=self.cfg.skip_missing, workers=self.cfg.workers,
-                              extractor_params=self.cfg.features, dialogues=getattr(cls, "reads_dialogues", False))
+                              extractor_params=self.cfg.features, dialogues=reads_dialogues(cls))
         dm.setup()
         counts = {t.name: dm.class_counts(t.name).tolist() for t in self.corpus.tasks if t.kind == "classification"}
         model = cls(self.corpus.tasks, dm.input_dims(), counts, **hp)

@@ -200,14 +200,21 @@ def collate_dialogues(dialogues: list[list[dict]]) -> dict:
     return batch
 
 
+def dialogues_of(manifest: pd.DataFrame, clip_ids: list[str],
+                 columns: tuple[str, str] = ("dialogue", "utterance")) -> list[list[str]]:
+    """``clip_ids`` grouped by dialogue, each in utterance order (dialogues in first-seen order)."""
+    dialogue_col, order_col = columns
+    info = manifest.set_index("clip_id")
+    groups: dict[object, list[str]] = {}
+    for clip in clip_ids:
+        groups.setdefault(info.at[clip, dialogue_col], []).append(clip)
+    return [sorted(g, key=lambda clip: info.at[clip, order_col]) for g in groups.values()]
+
+
 def group_dialogues(items: list[dict], manifest: pd.DataFrame, columns: tuple[str, str]) -> list[list[dict]]:
     """Items grouped by dialogue, utterances in their order (dialogues in first-seen order)."""
-    dialogue_col, order_col = columns
-    info = manifest.set_index("clip_id")[[dialogue_col, order_col]]
-    groups: dict[object, list[dict]] = {}
-    for item in items:
-        groups.setdefault(info.at[item["clip_id"], dialogue_col], []).append(item)
-    return [sorted(g, key=lambda it: info.at[it["clip_id"], order_col]) for g in groups.values()]
+    by_clip = {item["clip_id"]: item for item in items}
+    return [[by_clip[c] for c in dialogue] for dialogue in dialogues_of(manifest, list(by_clip), columns)]
 
 
 class CorpusDataModule(L.LightningDataModule):

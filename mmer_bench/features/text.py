@@ -213,10 +213,11 @@ class Tokens(Extractor):
         if not {"dialogue", "utterance"} <= set(manifest.columns):
             raise ValueError(f"tokens: context_utterances={self.context_utterances} needs the manifest's dialogue "
                              "and utterance columns, and this corpus has no dialogues (set context_utterances: 0)")
+        from mmer_bench.corpora.base import dialogues_of
+
         rows = manifest[manifest["clip_id"].isin(list(texts)) & manifest["dialogue"].notna()]
         out: dict[str, list[str]] = {}
-        for _, group in rows.sort_values("utterance", kind="stable").groupby("dialogue", sort=False):
-            order = list(group["clip_id"])
+        for order in dialogues_of(manifest, list(rows["clip_id"])):
             for i, clip_id in enumerate(order):
                 out[clip_id] = order[max(0, i - self.context_utterances) : i][::-1]
         return out

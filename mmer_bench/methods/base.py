@@ -84,6 +84,9 @@ class EmotionRecognizer(L.LightningModule):
             weights = counts.sum() / (counts.clamp(min=1) * len(counts))
             self.register_buffer(f"class_weights_{task.name}", weights, persistent=False)
         self.build()
+        # A pretrained submodule (transformers' from_pretrained) arrives in eval mode, and Lightning
+        # keeps each submodule's mode: without this its dropout would stay off while training.
+        self.train()
         self.metrics = nn.ModuleDict(
             {f"{stage}_{t.name}": t.metric_collection() for stage in ("val", "test") for t in self.tasks}
         )

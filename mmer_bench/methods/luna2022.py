@@ -106,9 +106,6 @@ class Luna2022Wav2Vec2FT(EmotionRecognizer):
         else:
             raise ValueError("luna2022-w2v2-ft needs model_path (a local wav2vec2 checkpoint folder, e.g. "
                              "wav2vec2-large-xlsr-53); tiny_random: true is for tests")
-        # from_pretrained returns the model in eval mode, and Lightning keeps each submodule's
-        # mode: without this the encoder's dropout and time masking would be off in fine-tuning.
-        self.encoder.train()
         if self.hp["mask_time_prob"] is not None:
             self.encoder.config.mask_time_prob = float(self.hp["mask_time_prob"])
         self.encoder.freeze_feature_encoder()

@@ -66,9 +66,6 @@ class TextTransformerFT(EmotionRecognizer):
         else:
             path = self.hp["model_path"] or default_minilm_path()
             self.encoder = AutoModel.from_pretrained(path, local_files_only=True)
-        # from_pretrained returns the model in eval mode, and Lightning keeps each module's mode:
-        # without this the encoder's own dropout would be off while fine-tuning.
-        self.encoder.train()
         if self.hp["freeze_word_embeddings"]:
             self.encoder.get_input_embeddings().weight.requires_grad_(False)
         self.vocab_size = self.encoder.get_input_embeddings().num_embeddings
