@@ -1,9 +1,10 @@
 """Launchers: run a benchmark's job specs in this process, in a local process pool, or on SLURM.
 
 Every launcher has one interface, ``Launcher.run(specs, run_fn) -> {job_id: Outcome}``. A spec
-is any object with ``job_id``, ``depends_on`` (job ids) and ``out_dir`` (its own folder, the only
-place its job writes), and optionally ``config_hash``; ``run_fn(spec)`` is a picklable top-level
-function that trains or stacks one job and writes ``out_dir/DONE`` last.
+is any object with ``job_id``, ``depends_on`` (job ids) and ``out`` or ``out_dir`` (its own
+folder, the only place its job writes), and optionally ``config_hash`` (``jobs.JobSpec`` is one);
+``run_fn(spec)`` is a picklable top-level function that trains or stacks one job and writes
+``DONE`` in its folder last.
 
 What the launchers share (``Launcher.run`` and ``execute``):
 
@@ -66,9 +67,14 @@ class Outcome:
 
 
 # --- one job, wherever it runs -----------------------------------------------------------------
+def job_folder(spec) -> Path:
+    """The spec's own folder (``out`` of a jobs.JobSpec, ``out_dir`` of any other spec)."""
+    return Path(getattr(spec, "out_dir", None) or spec.out)
+
+
 def is_finished(spec) -> bool:
-    """``out_dir/DONE`` exists and records this spec's config hash (when the spec has one)."""
-    done = Path(spec.out_dir) / "DONE"
+    """The job folder's ``DONE`` exists and records this spec's config hash (when it has one)."""
+    done = job_folder(spec) / "DONE"
     if not done.exists():
         return False
     expected = getattr(spec, "config_hash", None)
@@ -190,7 +196,7 @@ def execute(spec, run_fn: Callable, capture_log: bool = False) -> Outcome:
     it, write ``FAILED`` (the traceback) when it raises. The launchers call this in-process, in a
     pool worker or inside a SLURM job."""
     started = time.time()
-    out = Path(spec.out_dir)
+    out = job_folder(spec)
     if is_finished(spec):
         return Outcome(spec.job_id, "skipped")
     if _rank() != 0:
@@ -210,10 +216,15 @@ def execute(spec, run_fn: Callable, capture_log: bool = False) -> Outcome:
                 write_text(out / "FAILED", traceback.format_exc())
                 return Outcome(spec.job_id, "failed", time.time() - started, f"{type(exc).__name__}: {exc}",
                                str(log_path or out / "FAILED"))
-        if not is_finished(spec):
-            write_text(out / "FAILED", "the job returned without writing its DONE marker\n")
-            return Outcome(spec.job_id, "failed", time.time() - started,
-                           "the job returned without writing its DONE marker", str(log_path or out / "FAILED"))
+        # A run function may also report its own failure ({"status": "failed", "error": ...},
+        # as jobs.run_spec does after writing FAILED with the traceback) instead of raising.
+        reported = value.get("status") if isinstance(value, dict) else None
+        if reported == "failed" or not is_finished(spec):
+            error = (value or {}).get("error") if reported == "failed" else None
+            error = error or "the job returned without writing its DONE marker"
+            if not (out / "FAILED").exists():
+                write_text(out / "FAILED", error + "\n")
+            return Outcome(spec.job_id, "failed", time.time() - started, error, str(log_path or out / "FAILED"))
         return Outcome(spec.job_id, "done", time.time() - started, value=value)
     finally:
         lock.release()
@@ -242,7 +253,7 @@ def spec_record(spec) -> dict:
         except TypeError:
             value = str(value)
         record[key] = value
-    record.update(job_id=spec.job_id, depends_on=list(spec.depends_on), out_dir=str(Path(spec.out_dir).resolve()))
+    record.update(job_id=spec.job_id, depends_on=list(spec.depends_on), out_dir=str(job_folder(spec).resolve()))
     return record
 
 
@@ -523,7 +534,7 @@ class LocalLauncher(Launcher):
 
     def run(self, specs, run_fn):
         specs = list(specs)
-        self._out_dirs = {s.job_id: s.out_dir for s in specs}
+        self._out_dirs = {s.job_id: job_folder(s) for s in specs}
         return super().run(specs, run_fn)
 
     def _close(self):
