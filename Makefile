@@ -8,6 +8,9 @@ DATA_ROOT ?=
 METHODS ?=
 OUT ?= runs/$(DATASET)
 BENCH_ARGS ?=
+# where the jobs run: local (a pool of JOBS processes; JOBS=1 runs them one after another) or slurm
+LAUNCHER ?= local
+JOBS ?= 1
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
@@ -25,7 +28,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 bench: setup
-	$(PY) -m mmer_bench.cli bench $(DATASET) --out $(OUT) --publish leaderboard \
+	$(PY) -m mmer_bench.cli bench $(DATASET) --out $(OUT) --publish leaderboard --launcher $(LAUNCHER) --jobs $(JOBS) \
 		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(METHODS),--methods $(METHODS)) $(BENCH_ARGS)
 
 test: setup

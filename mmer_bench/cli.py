@@ -1,4 +1,4 @@
-"""The ``mmer`` command: list, describe, extract, bench, fuse, leaderboard, posteriors, download."""
+"""The ``mmer`` command: list, describe, extract, bench, status, fuse, leaderboard, posteriors, download."""
 
 from __future__ import annotations
 
@@ -208,6 +208,15 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    """The job table of a run folder, during a launch or after it."""
+    from mmer_bench.progress import format_status, run_status
+
+    rows = run_status(args.run_dir)
+    print(format_status(rows, args.run_dir))
+    return 1 if any(r["state"] == "failed" for r in rows) else 0
+
+
 def cmd_download(args) -> int:
     from mmer_bench.download import download
 
@@ -276,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="render leaderboard tables from a bench output directory")
     p.add_argument("results")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("status", help="the jobs of a bench run folder: done, running, failed, waiting")
+    p.add_argument("run_dir", help="a bench output folder (--out)")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("download", help="fetch a public corpus into the data root")
     p.add_argument("corpus")
