@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 from conftest import write_tone
 
-from mmer_bench.corpora.base import collate
+from mmer_bench.data import collate
 from mmer_bench.features.audio import (
     MELD_AUDIO34_NAMES,
     AudioError,

@@ -6,8 +6,8 @@ import pytest
 import soundfile as sf
 from conftest import make_ravdess, write_tone
 
-from mmer_bench.corpora.base import CorpusDataModule
 from mmer_bench.corpora.ravdess import Ravdess
+from mmer_bench.data import CorpusDataModule
 from mmer_bench.features.audio import EGeMAPSFunctionals, EGeMAPSLLDs, LogMel, mel_filterbank
 from mmer_bench.features.base import FeatureExtractionError, extract
 from mmer_bench.features.face import (

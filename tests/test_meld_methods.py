@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mmer_bench import cli
-from mmer_bench.corpora.base import collate
 from mmer_bench.corpora.meld import Meld
+from mmer_bench.data import collate
 from mmer_bench.methods.meld2019 import pick_frames
 from mmer_bench.registry import METHODS
 from mmer_bench.runner import BenchConfig, compatible_methods, run_bench

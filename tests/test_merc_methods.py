@@ -9,8 +9,8 @@ import pytest
 import torch
 from fixtures_eula import make_merc2020
 
-from mmer_bench.corpora.base import collate
 from mmer_bench.corpora.merc2020 import Merc2020
+from mmer_bench.data import collate
 from mmer_bench.registry import CORPORA, METHODS
 from mmer_bench.runner import BenchConfig, run_bench
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import write_tone
 
-from mmer_bench.corpora.base import collate
 from mmer_bench.corpora.synthetic import EMOTIONS, GENERATOR_VERSION, Synthetic
+from mmer_bench.data import collate
 from mmer_bench.features.audio import LogMelMERC
 from mmer_bench.features.face import AU_COLUMNS, read_openface_frames
 from mmer_bench.methods import augment, layers

@@ -9,7 +9,8 @@ import pytest
 from mosei_fixture import make_mosei, write_csd
 
 from mmer_bench.corpora.base import CorpusNotFoundError
-from mmer_bench.corpora.mosei import ComputationalSequence, Mosei
+from mmer_bench.corpora.mosei import Mosei
+from mmer_bench.csd import ComputationalSequence
 from mmer_bench.features import csd
 from mmer_bench.protocols import LeakageError
 from mmer_bench.runner import BenchConfig, run_bench
