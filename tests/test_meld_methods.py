@@ -10,7 +10,7 @@ import torch
 from mmer_bench import cli
 from mmer_bench.corpora.meld import Meld
 from mmer_bench.data import collate
-from mmer_bench.methods.meld2019 import pick_frames
+from mmer_bench.methods.layers import sample_frames as pick_frames
 from mmer_bench.registry import METHODS
 from mmer_bench.runner import BenchConfig, compatible_methods, run_bench
 from mmer_bench.tasks import ClassificationTask

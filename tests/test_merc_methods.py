@@ -59,7 +59,7 @@ def test_text_transformer_shapes_and_padding():
 
 
 def test_clstm_shapes_padding_and_frame_sampling():
-    from mmer_bench.methods.merc2020 import sample_frames
+    from mmer_bench.methods.layers import sample_frames
 
     torch.manual_seed(0)
     model = METHODS.get("merc2020-clstm")(MERC_TASKS, {"face": DIMS["face"]}, **BRANCH_HP["face"], frames=4)

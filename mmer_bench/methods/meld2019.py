@@ -108,66 +108,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmer_bench.methods.base import EmotionRecognizer
-from mmer_bench.methods.layers import MaskedBatchNorm, masked_mean, run_rnn
+from mmer_bench.methods.layers import AudioCNN, TextCNN, conv_tower, masked_mean, run_rnn, sample_frames
 from mmer_bench.registry import METHODS
-
-
-def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Max over real frames: (B, T, D), (B, T) -> (B, D); padding filled with -inf first."""
-    return x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
-
-
-class TextCNN(nn.Module):
-    """Kim's (2014) text CNN body: word vectors (B, T, D) -> 1-D convolutions of each window width
-    -> ReLU -> max over the windows that start on a real word -> concatenation (B, len(windows) x
-    filters). Utterances shorter than the widest window are zero-padded to that width; positions
-    past an utterance's real words read zeros and never win the max."""
-
-    def __init__(self, dim: int, filters: int, windows):
-        super().__init__()
-        self.windows = tuple(int(w) for w in windows)
-        self.convs = nn.ModuleList(nn.Conv1d(dim, filters, w) for w in self.windows)
-        self.out_features = len(self.windows) * filters
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        widest = max(self.windows)
-        if x.shape[1] < widest:  # utterances shorter than the widest window: pad with zeros
-            pad = widest - x.shape[1]
-            x = F.pad(x, (0, 0, 0, pad))
-            mask = F.pad(mask, (0, pad), value=False)
-        x = torch.where(mask.unsqueeze(-1), x, 0.0)  # padded positions read zeros, whatever was there
-        x = x.transpose(1, 2)  # (B, D, T)
-        length = mask.sum(1, keepdim=True)
-        pooled = []
-        for conv, w in zip(self.convs, self.windows):
-            out = torch.relu(conv(x)).transpose(1, 2)  # (B, T - w + 1, F)
-            start = torch.arange(out.shape[1], device=x.device)[None, :]
-            # A window is real when it starts on a real word; the first window always is (so an
-            # utterance shorter than w still yields its one zero-padded window).
-            real = (start < (length - w + 1).clamp(min=1))
-            pooled.append(masked_max(out, real))
-        return torch.cat(pooled, dim=-1)
-
-
-class AudioCNN(nn.Module):
-    """Conv1D body over frame features (B, T, D): per layer zero the padding, 'same' conv,
-    BatchNorm over real frames, ReLU; then masked max and mean pooling -> (B, 2 x channels[-1])."""
-
-    def __init__(self, dim: int, channels, kernel: int):
-        super().__init__()
-        dims = [dim, *[int(c) for c in channels]]
-        self.convs = nn.ModuleList(nn.Conv1d(a, b, kernel, padding=kernel // 2) for a, b in zip(dims, dims[1:]))
-        self.norms = nn.ModuleList(MaskedBatchNorm(b) for b in dims[1:])
-        self.out_features = 2 * dims[-1]
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        keep = mask.unsqueeze(-1)
-        for conv, norm in zip(self.convs, self.norms):
-            # Zero padding before each conv: the 'same' padding of a real edge frame reads zeros,
-            # as it would in a batch of one.
-            x = conv(torch.where(keep, x, 0.0).transpose(1, 2)).transpose(1, 2)
-            x = torch.relu(norm(x, mask))
-        return torch.cat([masked_max(x, mask), masked_mean(x, mask)], dim=-1)
 
 
 @METHODS.register("meld-text-cnn")
@@ -253,16 +195,6 @@ class MeldAudioCNN(EmotionRecognizer):
         return self.apply_heads(self.drop(self.audio(batch["inputs"]["audio"], batch["masks"]["audio"])))
 
 
-def conv_tower(channels: list[int]) -> nn.Sequential:
-    """CAER-Net's encoder: conv3x3-BN-ReLU blocks with 2x2 max-pool between blocks."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(channels, channels[1:])):
-        if i:
-            layers.append(nn.MaxPool2d(2))
-        layers += [nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers)
-
-
 @METHODS.register("caer-net")
 class CAERNet(EmotionRecognizer):
     inputs = {"face": "face-crops", "context": "context-frames"}
@@ -344,20 +276,6 @@ class ConvLSTMCell(nn.Module):
         i, f, g, o = self.gates(torch.cat([x, h.to(x.dtype)], dim=1)).chunk(4, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
-
-
-def pick_frames(x: torch.Tensor, mask: torch.Tensor, count: int | None):
-    """At most ``count`` of each clip's real frames: the frames at the centres of ``count`` equal
-    parts of a longer clip (the extractors' ``uniform`` sampling), every frame of a shorter one.
-    Real frames come first in each row, as ``collate`` pads. (B, T, D), (B, T) -> (B, <=count, D)."""
-    if count is None or x.shape[1] <= count:
-        return x, mask
-    length = mask.sum(1, keepdim=True)  # (B, 1)
-    step = torch.arange(count, device=x.device)[None, :]
-    spread = ((step + 0.5) * length / count).floor().long()
-    index = torch.where(length > count, spread, step)
-    x = x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-    return x, step < length
 
 
 class ConvLSTMVideo(nn.Module):
@@ -455,7 +373,7 @@ class MeldBaselineFusion(EmotionRecognizer):
 
     def forward(self, batch):
         inputs, masks = batch["inputs"], batch["masks"]
-        video = self.video(*pick_frames(inputs["video"], masks["video"], self.hp["max_frames"]))
+        video = self.video(*sample_frames(inputs["video"], masks["video"], self.hp["max_frames"]))
         audio = self.audio(inputs["audio"], masks["audio"])
         text = self.text(inputs["text"], masks["text"])
         return self.apply_heads(self.fused(torch.cat([video, audio, text], dim=-1)))
