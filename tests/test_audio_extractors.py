@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from conftest import write_tone
+from fixtures.media import write_tone
 
 from mmer_bench.data import collate
 from mmer_bench.features.audio import (

@@ -4,7 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from conftest import make_ravdess, write_tone
+from fixtures.media import write_tone
+from fixtures.ravdess import make_ravdess
 
 from mmer_bench.corpora.ravdess import Ravdess
 from mmer_bench.data import CorpusDataModule

@@ -243,7 +243,7 @@ def test_fusion_learns_from_one_modality(signal):
 
 
 def test_fusion_pairs_with_meld_when_the_clips_exist(tmp_path, capsys):
-    from test_meld import make_meld
+    from fixtures.meld import make_meld
 
     with_video = Meld(make_meld(tmp_path / "a"))
     without = Meld(make_meld(tmp_path / "b", video=False))

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fixtures_eula import make_merc2020
+from fixtures.merc2020 import make_merc2020
 
 from mmer_bench.corpora.merc2020 import Merc2020
 from mmer_bench.data import collate

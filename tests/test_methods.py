@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import write_tone
+from fixtures.media import write_tone
 
 from mmer_bench.corpora.synthetic import EMOTIONS, GENERATOR_VERSION, Synthetic
 from mmer_bench.data import collate
