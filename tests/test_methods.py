@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 from fixtures.media import write_tone
+from method_table import SYNTHETIC
 
 from mmer_bench.corpora.synthetic import EMOTIONS, GENERATOR_VERSION, Synthetic
 from mmer_bench.data import collate
@@ -19,12 +20,8 @@ from mmer_bench.runner import BenchConfig, BestWeights, Runner, run_bench
 from mmer_bench.tasks import ClassificationTask, IntensityTask
 
 TASKS = (ClassificationTask("emotion", ("a", "b", "c", "d", "e", "f")),)
-# Small versions of each method, fast enough for two busy CPU cores.
-SMALL = {
-    "luna2022-au-bilstm": {"hidden": 16, "max_epochs": 8, "patience": None},
-    "williams2018-bilstm": {"max_epochs": 15},
-    "merc2020-attncnn": {"width": 0.25, "depth": 0.25, "hidden": 32, "max_epochs": 6, "patience": None},
-}
+# Recipes of the methods trained through the runner on the synthetic corpus (tests/method_table.py).
+SMALL = SYNTHETIC
 INPUT_DIMS = {"luna2022-au-bilstm": 35, "williams2018-bilstm": 25, "merc2020-attncnn": 128}
 
 
