@@ -28,7 +28,8 @@ import pandas as pd
 import torch
 
 import mmer_bench
-from mmer_bench.corpora.base import Corpus, CorpusDataModule
+from mmer_bench.corpora.base import Corpus
+from mmer_bench.data import CorpusDataModule
 from mmer_bench.features.store import FeatureStore, stable_hash
 from mmer_bench.fusion import align, fuse
 from mmer_bench.protocols import Fold

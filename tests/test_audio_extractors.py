@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from conftest import write_tone
+from fixtures.media import write_tone
 
-from mmer_bench.corpora.base import collate
+from mmer_bench.data import collate
 from mmer_bench.features.audio import (
     MELD_AUDIO34_NAMES,
     AudioError,

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from mmer_bench.corpora.base import collate
+from mmer_bench.data import collate
 from mmer_bench.features.base import extract
 from mmer_bench.features.store import FeatureStore
 from mmer_bench.features.text_frames import BertFrames, parse_seconds, words_to_frames

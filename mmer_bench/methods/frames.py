@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from torch import nn
 
 from mmer_bench.aggregate import aggregate_frames, check_aggregation
 from mmer_bench.methods.base import EmotionRecognizer
+from mmer_bench.methods.layers import mlp_body
 from mmer_bench.registry import METHODS
 
 
@@ -75,11 +75,7 @@ class AUFrameMLP(FrameLevelRecognizer):
                 "patience": 15, "batch_size": 16}
 
     def build(self):
-        self.body = nn.Sequential(
-            nn.Linear(self.input_dims["au"], self.hp["hidden"]),
-            nn.ReLU(),
-            nn.Dropout(self.hp["dropout"]),
-        )
+        self.body = mlp_body(self.input_dims["au"], self.hp["hidden"], self.hp["dropout"])
         self.heads = self.task_heads(self.hp["hidden"])
 
     def forward(self, batch):

@@ -38,12 +38,13 @@ import torch
 from torch import nn
 
 from mmer_bench.methods.base import EmotionRecognizer
+from mmer_bench.methods.baselines import PooledMLP
 from mmer_bench.methods.layers import AttentionPooling, masked_mean, run_rnn
 from mmer_bench.registry import METHODS
 
 
 @METHODS.register("luna2022-au-mlp")
-class Luna2022AUMLP(EmotionRecognizer):
+class Luna2022AUMLP(PooledMLP):
     inputs = {"au": "au-means"}
     scaling = {"au": "minmax"}
     paper = {"ravdess": {"accuracy": 60.22, "accuracy_std": 2.53,
@@ -51,13 +52,6 @@ class Luna2022AUMLP(EmotionRecognizer):
     # The paper's recipe: 200 epochs on every training actor, no epoch selection.
     defaults = {"hidden": 80, "lr": 1e-3, "weight_decay": 1e-4, "max_epochs": 200, "patience": None,
                 "batch_size": 200, "refit": True}
-
-    def build(self):
-        self.body = nn.Sequential(nn.Linear(self.input_dims["au"], self.hp["hidden"]), nn.ReLU())
-        self.heads = self.task_heads(self.hp["hidden"])
-
-    def forward(self, batch):
-        return self.apply_heads(self.body(batch["inputs"]["au"]))
 
 
 @METHODS.register("luna2022-au-bilstm")
@@ -116,11 +110,9 @@ class Luna2022Wav2Vec2FT(EmotionRecognizer):
 
     def forward(self, batch):
         wave, mask = batch["inputs"]["wave"].squeeze(-1), batch["masks"]["wave"]
-        weights = mask.to(wave.dtype)
-        count = weights.sum(1, keepdim=True).clamp(min=1)
-        mean = (wave * weights).sum(1, keepdim=True) / count
-        var = (((wave - mean) * weights) ** 2).sum(1, keepdim=True) / count
-        wave = (wave - mean) / torch.sqrt(var + 1e-7) * weights
+        mean = masked_mean(wave.unsqueeze(-1), mask)  # (B, 1)
+        var = masked_mean(((wave - mean) ** 2).unsqueeze(-1), mask)
+        wave = (wave - mean) / torch.sqrt(var + 1e-7) * mask.to(wave.dtype)
         states = self.encoder(wave, attention_mask=mask.long()).last_hidden_state
         frames = self.encoder._get_feat_extract_output_lengths(mask.sum(1))
         frame_mask = torch.arange(states.shape[1], device=states.device)[None, :] < frames[:, None]
