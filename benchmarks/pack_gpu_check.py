@@ -41,7 +41,7 @@ def main() -> int:
     conf = yaml.safe_load(Path(args.config).read_text())
     options = conf.get("corpus_options", {})
     extractor = EXTRACTORS.get("logmel-merc")()
-    corpus = CORPORA.get("ravdess")(Path(args.data_root).resolve(), **options)
+    corpus = CORPORA.get("ravdess")(args.data_root, **options)  # as given: the cached key reads it so
     manifest = corpus.manifest()
     print(f"RAVDESS: {len(manifest)} clips; extracting or reading logmel-merc ...", flush=True)
     features = extract(extractor, manifest, corpus.manifest_hash(manifest), FeatureStore())
