@@ -39,7 +39,8 @@ from torch import nn
 
 from mmer_bench.methods.base import EmotionRecognizer
 from mmer_bench.methods.layers import AttentionPooling, masked_mean, run_rnn
-from mmer_bench.registry import METHODS
+from mmer_bench.fusion import Stacker
+from mmer_bench.registry import METHODS, STACKERS
 
 
 @METHODS.register("luna2022-au-mlp")
@@ -128,18 +129,10 @@ class Luna2022Wav2Vec2FT(EmotionRecognizer):
         return self.apply_heads(self.dropout(torch.tanh(self.dense(self.dropout(pooled)))))
 
 
-@METHODS.register("luna2022-fusion")
-class Luna2022Fusion:
-    """Late fusion of the posteriors of other methods of the same run (not a network: the
-    runner trains it on the training clips' posteriors after the fused methods' jobs)."""
+@STACKERS.register("luna2022-fusion")
+class Luna2022Fusion(Stacker):
+    """Logistic regression (C=1) on MinMax-scaled concatenated posteriors (fusion.py)."""
 
-    is_fusion = True
-    inputs: ClassVar[dict[str, str]] = {}
     paper = {"ravdess": {"accuracy": 86.70,
                          "source": "Luna-Jimenez et al. 2022, Table 5",
                          "note": "fuses fine-tuned wav2vec2 + AU MLP + AU BiLSTM; our row fuses the methods of this run"}}
-    defaults: ClassVar[dict] = {"C": 1.0, "fuse": None}  # fuse: method names; None = every other method run
-
-    @classmethod
-    def hparam_defaults(cls) -> dict:
-        return dict(cls.defaults)
