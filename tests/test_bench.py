@@ -175,10 +175,9 @@ def test_benchmark_config_feeds_a_method_other_features(tmp_path):
 
 
 def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):
-    from mmer_bench.runner import Runner
+    from mmer_bench.jobs import resolve_settings
 
-    runner = Runner(BenchConfig(corpus="synthetic", out=str(tmp_path), hparams={"egemaps-mlp": {"lr": "5e-4"}}))
-    assert runner.hparams("egemaps-mlp")["lr"] == 5e-4
+    assert resolve_settings("egemaps-mlp", {"lr": "5e-4"})["model"]["lr"] == 5e-4
 
 
 def test_fusion_reports_sources_that_fit_their_training_clips(synthetic_run):
