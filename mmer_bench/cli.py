@@ -28,7 +28,8 @@ def cmd_list(args) -> int:
         print(f"  {name:24s} consumes {', '.join(sorted(set(cls.inputs.values())))}")
     print("stackers:")
     for name, cls in STACKERS.items():
-        print(f"  {name:24s} fuses the posteriors of other methods of the run")
+        summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"  {name:24s} fuses the posteriors of other methods of the run: {summary}")
     print("extractors:")
     for name, cls in EXTRACTORS.items():
         print(f"  {name:24s} {cls.kind} from {cls.source_column}")

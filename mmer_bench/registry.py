@@ -60,3 +60,9 @@ def load_builtins() -> None:
     for package in PACKAGES:
         importlib.import_module(package).register_all()
     _loaded = True
+
+
+def registered_modules() -> set[str]:
+    """The modules that registered something (what each package's ``register_all`` imported)."""
+    load_builtins()
+    return {obj.__module__ for registry in (CORPORA, METHODS, STACKERS, EXTRACTORS) for _, obj in registry.items()}

@@ -15,7 +15,6 @@ from mmer_bench.features.face import AU_COLUMNS, read_openface_frames
 from mmer_bench.methods import augment, layers
 from mmer_bench.methods.base import EmotionRecognizer
 from mmer_bench.registry import METHODS
-from mmer_bench.corpora.synthetic import Synthetic
 from mmer_bench.runner import BenchConfig, BestWeights, monitor, run_bench
 from mmer_bench.tasks import ClassificationTask, IntensityTask
 

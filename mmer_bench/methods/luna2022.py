@@ -38,9 +38,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from mmer_bench.fusion import Stacker
 from mmer_bench.methods.base import EmotionRecognizer, ModelSettings
 from mmer_bench.methods.layers import AttentionPooling, masked_mean, run_rnn
-from mmer_bench.fusion import Stacker
 from mmer_bench.registry import METHODS, STACKERS
 from mmer_bench.settings import TrainRecipe
 
