@@ -16,7 +16,7 @@ from mmer_bench.features.face import AU_COLUMNS, read_openface_frames
 from mmer_bench.methods import augment, layers
 from mmer_bench.methods.base import EmotionRecognizer
 from mmer_bench.registry import METHODS
-from mmer_bench.runner import BenchConfig, BestWeights, Runner, run_bench
+from mmer_bench.runner import BenchConfig, BestWeights, monitor, run_bench
 from mmer_bench.tasks import ClassificationTask, IntensityTask
 
 TASKS = (ClassificationTask("emotion", ("a", "b", "c", "d", "e", "f")),)
@@ -128,11 +128,11 @@ def test_williams_selects_on_validation_loss(synthetic_methods_run):
 
 
 def test_monitor_hyperparameter():
-    runner = Runner(BenchConfig(corpus="synthetic", out="unused"))
-    assert runner.monitor({"monitor": None}) == ("val/emotion/accuracy", "max")
-    assert runner.monitor({"monitor": "loss"}) == ("val/loss", "min")
+    corpus = Synthetic()
+    assert monitor(corpus, {"monitor": None}) == ("val/emotion/accuracy", "max")
+    assert monitor(corpus, {"monitor": "loss"}) == ("val/loss", "min")
     with pytest.raises(ValueError, match="unknown monitor"):
-        runner.monitor({"monitor": "f1"})
+        monitor(corpus, {"monitor": "f1"})
     best = BestWeights("val/loss", "min")
     assert best.best == float("inf")
 

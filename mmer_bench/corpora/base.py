@@ -109,7 +109,6 @@ class Corpus:
         """Extractor names whose source this manifest has for at least one clip."""
         names = set()
         for name, cls in EXTRACTORS.items():
-            columns = {cls.source_column} | ({"au_means_path"} if name == "au-means" else set())
-            if any(c in manifest.columns and manifest[c].notna().any() for c in columns):
+            if any(c in manifest.columns and manifest[c].notna().any() for c in cls.manifest_columns()):
                 names.add(name)
         return names

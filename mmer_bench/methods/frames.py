@@ -10,19 +10,23 @@ one batch, so the runner, the data module and the results need nothing frame-spe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from mmer_bench.aggregate import aggregate_frames, check_aggregation
-from mmer_bench.methods.base import EmotionRecognizer
+from mmer_bench.methods.base import EmotionRecognizer, ModelSettings
 from mmer_bench.methods.layers import mlp_body
 from mmer_bench.registry import METHODS
 
 
 class FrameLevelRecognizer(EmotionRecognizer):
     frame_input: ClassVar[str] = ""  # the input whose mask marks the real frames
-    base_defaults: ClassVar[dict] = {**EmotionRecognizer.base_defaults, "aggregate": "mean_probs"}
+
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        aggregate: str = "mean_probs"  # frames -> clip: vote | mean_probs | mean_logits
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
