@@ -236,6 +236,11 @@ class JobFailed(RuntimeError):
 
 
 def execute_or_raise(spec, run_fn: Callable) -> Outcome:
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cpus:  # torch would take every core of the node, not the job's share
+        import torch
+
+        torch.set_num_threads(int(cpus))
     outcome = execute(spec, run_fn, capture_log=True)
     if outcome.status == "failed":
         raise JobFailed(f"{outcome.error} [log: {outcome.log}]")
@@ -269,6 +274,8 @@ class Launcher:
     def __init__(self, run_dir: str | Path | None = None, progress=None):
         self.run_dir = Path(run_dir) if run_dir else None
         self.progress = progress
+        # called in this process after each job that ran to its end (the runner merges results)
+        self.on_finished: Callable | None = None
 
     # subclasses
     def _start(self, spec, run_fn, running_deps: list) -> Any:
@@ -329,7 +336,8 @@ class Launcher:
                         continue
                     outcomes[job_id] = outcome
                     board.finished(outcome)
-                    self._finished(specs[job_id], outcome)
+                    if outcome.status == "done" and self.on_finished is not None:
+                        self.on_finished(specs[job_id], outcome)
                 board.tick()
         finally:
             self._close()
@@ -364,9 +372,6 @@ class Launcher:
                 waiting.remove(job_id)
                 board.started(job_id, getattr(running[job_id], "job_id", None))
                 changed = True
-
-    def _finished(self, spec, outcome: Outcome) -> None:
-        pass
 
     def _write_plan(self, specs: dict) -> None:
         if self.run_dir is None:
@@ -465,7 +470,7 @@ class _Slot:
         self.process = ctx.Process(target=_slot_main, args=(child, config), daemon=True)
         self.process.start()
         child.close()
-        self.job_id: str | None = None
+        self.current: str | None = None  # the job it runs now
         self.started = 0.0
 
     def alive(self) -> bool:
@@ -499,12 +504,12 @@ class LocalLauncher(Launcher):
     def _start(self, spec, run_fn, running_deps):
         import multiprocessing
 
-        k = next(i for i, w in enumerate(self._workers) if w is None or w.job_id is None)
+        k = next(i for i, w in enumerate(self._workers) if w is None or w.current is None)
         if self._workers[k] is None or not self._workers[k].alive():
             self._workers[k] = _Slot(multiprocessing.get_context("spawn"), self.slot_config[k])
         worker = self._workers[k]
         worker.conn.send((spec, run_fn))
-        worker.job_id, worker.started = spec.job_id, time.time()
+        worker.current, worker.started = spec.job_id, time.time()
         return worker
 
     def _wait(self, running, timeout):
@@ -528,7 +533,7 @@ class LocalLauncher(Launcher):
                                                                           "job.log"))
                 self._workers[self._workers.index(worker)] = None
             if outcome is not None:
-                worker.job_id = None
+                worker.current = None
                 finished.append((job_id, outcome))
         return finished
 

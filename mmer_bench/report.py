@@ -57,6 +57,14 @@ def _paper(method: str, corpus: str, metric: str, notes: list[str]) -> str:
     return f"{entry[metric]:.2f}" + (f" ± {std:.2f}" if std is not None else "") + f" [{len(notes)}]"
 
 
+def _command_lines(provenance: dict) -> list[str]:
+    commands = provenance.get("commands") or [provenance.get("command", "")]
+    if len(commands) == 1:
+        return [f"- Command: `{commands[0]}`"]
+    # Jobs of one run folder made by several commands (a resumed or a concurrent run): name each.
+    return ["- Commands (each made some of the rows): " + "; ".join(f"`{c}`" for c in commands)]
+
+
 def leaderboard_markdown(results: pd.DataFrame, corpus, provenance: dict) -> str:
     """One table per task of the corpus (the first is the primary one), ranked by the primary metric."""
     lines = [
@@ -66,7 +74,7 @@ def leaderboard_markdown(results: pd.DataFrame, corpus, provenance: dict) -> str
         "",
         f"- Protocol: {corpus.protocol}",
         "- Cells: test-part scores, mean ± std over folds x seeds [95% t-interval]",
-        f"- Command: `{provenance.get('command', '')}`",
+        *_command_lines(provenance),
         f"- Commit: {provenance.get('git_commit', '')}; generated {provenance.get('generated_at', '')}",
     ]
     notes: list[str] = []

@@ -139,6 +139,7 @@ def fit(spec: JobSpec, corpus, manifest, fold: Fold, log_dir: Path, max_epochs: 
     trainer = cfg["trainer"]
     trainer = L.Trainer(
         max_epochs=max_epochs, accelerator=trainer["accelerator"], devices=trainer["devices"],
+        num_nodes=trainer.get("num_nodes", 1),
         strategy=trainer["strategy"], precision=trainer["precision"], logger=loggers, callbacks=callbacks,
         gradient_clip_val=recipe["gradient_clip_val"], enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
