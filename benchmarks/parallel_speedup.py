@@ -60,7 +60,8 @@ def main() -> int:
 
     from mmer_bench.features.base import extract
     from mmer_bench.features.store import FeatureStore
-    from mmer_bench.registry import CORPORA, EXTRACTORS, METHODS as REGISTRY
+    from mmer_bench.registry import CORPORA, EXTRACTORS
+    from mmer_bench.registry import METHODS as REGISTRY
 
     corpus = CORPORA.get("ravdess")(args.data_root, **conf.get("corpus_options", {}))
     manifest = corpus.manifest()

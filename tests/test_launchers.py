@@ -8,16 +8,14 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from launcher_jobs import StandInSpec, run_stand_in
+
 from mmer_bench.launchers import (
     InProcessLauncher,
     JobLock,
@@ -217,7 +215,6 @@ def _need_slurm():
 def slurm(monkeypatch):
     _need_slurm()
     import cloudpickle
-
     import launcher_jobs
 
     # The SLURM job imports mmer_bench from the working directory; the stand-in travels by value.

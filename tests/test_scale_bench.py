@@ -103,7 +103,7 @@ def test_two_commands_on_one_run_folder_train_a_job_once(tmp_path):
     second = subprocess.Popen(command + ["--loggers", "csv,wandb"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     outputs = [p.communicate(timeout=600) for p in (first, second)]
-    for p, (out, err) in zip((first, second), outputs):
+    for p, (_out, err) in zip((first, second), outputs):
         assert p.returncode == 0, err[-3000:]
     # one W&B run per training: before the per-job lock, both commands trained the job
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
