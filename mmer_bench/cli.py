@@ -155,8 +155,10 @@ def _slurm_options(args):
             raise SystemExit(f"--sbatch {option!r}: expected KEY=VALUE (an sbatch option without its dashes, "
                              "e.g. --sbatch account=mylab)")
         extra[key.lstrip("-")] = value
+    devices = _devices(args.devices) if args.devices else 1
     return SlurmOptions(partition=args.partition, time_min=args.time, gpus_per_job=args.gpus_per_job or 0,
-                        cpus_per_job=args.cpus_per_job, mem=args.mem, num_nodes=args.num_nodes or 1, sbatch=extra)
+                        cpus_per_job=args.cpus_per_job, mem=args.mem, num_nodes=args.num_nodes or 1,
+                        tasks_per_node=devices if isinstance(devices, int) and devices > 1 else 1, sbatch=extra)
 
 
 def _devices(value):

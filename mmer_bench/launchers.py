@@ -568,6 +568,7 @@ class SlurmOptions:
     cpus_per_job: int | None = None
     mem: str | None = None  # e.g. "16G"
     num_nodes: int = 1
+    tasks_per_node: int = 1  # one per device of a DDP job (Lightning maps SLURM tasks to ranks)
     sbatch: dict = field(default_factory=dict)  # extra sbatch options, e.g. {"account": "abc", "qos": "high"}
     setup: list = field(default_factory=list)  # shell lines run before the job (module load ...)
     signal_delay_s: int = 90
@@ -576,8 +577,8 @@ class SlurmOptions:
     def executor_parameters(self) -> dict:
         params = {"time": self.time_min, "nodes": self.num_nodes, "signal_delay_s": self.signal_delay_s,
                   "job_name": "mmer", "additional_parameters": dict(self.sbatch), "setup": list(self.setup)}
-        # One task per GPU (Lightning's SLURM environment maps tasks to DDP ranks), one without GPUs.
-        params["ntasks_per_node"] = max(1, self.gpus_per_job)
+        # One task per device of the job: Lightning's SLURM environment makes them its DDP ranks.
+        params["ntasks_per_node"] = max(1, self.tasks_per_node)
         if self.partition:
             params["partition"] = self.partition
         if self.gpus_per_job:

@@ -73,6 +73,10 @@ class Runner:
             for spec in specs:
                 run_spec(spec)
             return pd.DataFrame()
+        if self.cfg.launcher == "local" and self.cfg.jobs > 1 and str(self.cfg.devices) != "1":
+            # Lightning starts a DDP job's other ranks by re-running the command: not from a pool worker.
+            raise ValueError(f"a job over several devices (--devices {self.cfg.devices}) runs in this process "
+                             "(--jobs 1) or under --launcher slurm, not in a local pool (--jobs > 1)")
         prepare_features(specs)
         launcher = make_launcher(self.cfg.launcher, self.out, jobs=self.cfg.jobs, slurm=self.cfg.slurm,
                                  detach=self.cfg.detach, gpus_per_job=self.cfg.gpus_per_job)

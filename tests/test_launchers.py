@@ -196,7 +196,7 @@ def test_detach_needs_slurm_and_slurm_needs_sbatch(tmp_path, monkeypatch):
 
 def test_slurm_options_become_sbatch_parameters():
     params = SlurmOptions(partition="gpu", time_min=30, gpus_per_job=4, cpus_per_job=32, mem="64G", num_nodes=2,
-                          sbatch={"account": "lab", "qos": "high"}).executor_parameters()
+                          tasks_per_node=4, sbatch={"account": "lab", "qos": "high"}).executor_parameters()
     assert params == {"time": 30, "nodes": 2, "signal_delay_s": 90, "job_name": "mmer", "setup": [],
                       "additional_parameters": {"account": "lab", "qos": "high"}, "ntasks_per_node": 4,
                       "partition": "gpu", "gpus_per_node": 4, "cpus_per_task": 8, "mem": "64G"}
