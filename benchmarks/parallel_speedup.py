@@ -26,9 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 METHODS = ["luna2022-au-mlp", "egemaps-mlp", "compare-mlp", "williams2018-bilstm", "luna2022-fusion"]
 
 
-def bench(config: Path, data_root: str, out: Path, jobs: int, loggers: str) -> float:
+def bench(config: Path, data_root: str, out: Path, jobs: int, loggers: str, folds: str | None) -> float:
     command = [sys.executable, "-m", "mmer_bench.cli", "bench", "ravdess", "--config", str(config),
                "--data-root", data_root, "--out", str(out), "--jobs", str(jobs), "--loggers", loggers]
+    if folds:
+        command += ["--folds", folds]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -43,19 +45,22 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--loggers", default="csv", help="as mmer bench --loggers (default csv)")
     parser.add_argument("--work", help="folder for the two runs (default: a temporary one)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="a smaller matrix on a busy machine")
+    parser.add_argument("--folds", help="e.g. fold0,fold1 (default: all 5)")
     args = parser.parse_args()
+    methods = args.methods.split(",")
 
     conf = yaml.safe_load((ROOT / "benchmarks" / "ravdess.yaml").read_text())
-    conf["methods"] = METHODS
+    conf["methods"] = methods
     fused = conf.get("hparams", {}).get("luna2022-fusion", {}).get("fuse")
     if fused:
-        conf["hparams"]["luna2022-fusion"]["fuse"] = [m for m in fused if m in METHODS]
-    conf["hparams"] = {m: v for m, v in conf.get("hparams", {}).items() if m in METHODS}
+        conf["hparams"]["luna2022-fusion"]["fuse"] = [m for m in fused if m in methods]
+    conf["hparams"] = {m: v for m, v in conf.get("hparams", {}).items() if m in methods}
     work = Path(args.work or tempfile.mkdtemp(prefix="mmer-speedup-"))
     work.mkdir(parents=True, exist_ok=True)
     config = work / "ravdess-features.yaml"
     config.write_text(yaml.safe_dump(conf))
-    print(f"methods {', '.join(METHODS)}; fusion of {conf['hparams'].get('luna2022-fusion', {}).get('fuse')}; "
+    print(f"methods {', '.join(methods)}; folds {args.folds or 'all'}; fusion of {conf['hparams'].get('luna2022-fusion', {}).get('fuse')}; "
           f"loggers {args.loggers}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}", flush=True)
 
     from mmer_bench.features.base import extract
@@ -65,14 +70,14 @@ def main() -> int:
 
     corpus = CORPORA.get("ravdess")(args.data_root, **conf.get("corpus_options", {}))
     manifest = corpus.manifest()
-    extractors = sorted({e for m in METHODS if m in REGISTRY.names() for e in REGISTRY.get(m).inputs.values()})
+    extractors = sorted({e for m in methods if m in REGISTRY.names() for e in REGISTRY.get(m).inputs.values()})
     for name in extractors:  # cached before timing: both runs only read the store
         extract(EXTRACTORS.get(name)(), manifest, corpus.manifest_hash(manifest), FeatureStore())
     print(f"features cached: {', '.join(extractors)}", flush=True)
 
-    one = bench(config, args.data_root, work / "jobs1", 1, args.loggers)
+    one = bench(config, args.data_root, work / "jobs1", 1, args.loggers, args.folds)
     print(f"--jobs 1: {one:.1f} s (load average now {os.getloadavg()[0]:.1f})", flush=True)
-    many = bench(config, args.data_root, work / f"jobs{args.jobs}", args.jobs, args.loggers)
+    many = bench(config, args.data_root, work / f"jobs{args.jobs}", args.jobs, args.loggers, args.folds)
     print(f"--jobs {args.jobs}: {many:.1f} s (load average now {os.getloadavg()[0]:.1f})", flush=True)
 
     def metrics(folder):
