@@ -371,8 +371,11 @@ class Launcher:
                 not_before.pop(job_id, None)
                 running[job_id] = self._start(specs[job_id], run_fn, [running[d] for d in deps if d in running])
                 waiting.remove(job_id)
-                board.started(job_id, getattr(running[job_id], "job_id", None))
+                board.started(job_id, self._slurm_id(running[job_id]))
                 changed = True
+
+    def _slurm_id(self, handle) -> str | None:
+        return None
 
     def _write_plan(self, specs: dict) -> None:
         if self.run_dir is None:
@@ -672,6 +675,9 @@ class SlurmLauncher(Launcher):
 
     def _detached(self) -> bool:
         return self.detach
+
+    def _slurm_id(self, handle) -> str | None:
+        return str(handle.job_id)
 
     def _wait(self, running, timeout):
         from submitit.core.utils import FailedJobError, UncompletedJobError

@@ -230,6 +230,11 @@ def run_status(run_dir: str | Path) -> list[dict]:
             else:
                 row["note"] = f"SLURM state {sstate}; runs again at the next launch"
         rows.append(row)
+    failed = {r["job_id"] for r in rows if r["state"] == "failed"}
+    for job, row in zip(plan["jobs"], rows):
+        blocked = [d for d in job.get("depends_on", ()) if d in failed]
+        if row["state"] == "waiting" and blocked:
+            row["note"] = f"blocked: its source {', '.join(blocked)} failed"
     return rows
 
 
