@@ -30,6 +30,8 @@ for _name in ("lightning.pytorch", "lightning.fabric"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+# The base recognizer moves batches itself (methods/base.py); nothing to warn about.
+warnings.filterwarnings("ignore", message=r".*overridden `transfer_batch_to_device`.*")
 
 
 class BestWeights(L.Callback):
