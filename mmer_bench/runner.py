@@ -33,6 +33,7 @@ from mmer_bench.features.store import FeatureStore, stable_hash
 from mmer_bench.fusion import align, fuse
 from mmer_bench.protocols import Fold
 from mmer_bench.registry import CORPORA, EXTRACTORS, METHODS
+from mmer_bench.html_report import write_reports
 from mmer_bench.report import leaderboard_markdown
 from mmer_bench.results import write_parquet, write_text
 
@@ -287,6 +288,8 @@ class Runner:
                 log.error("job %s %s seed %d failed: %s", method, fold.name, seed, exc)
             if self.rank == 0:
                 self.collect()
+        if self.rank == 0:
+            self.collect(final=True)
         if failures:
             lines = "\n".join(f"  {m} {f} seed {s}: {type(e).__name__}: {e}" for m, f, s, e in failures)
             raise RuntimeError(f"{len(failures)} of {len(jobs)} jobs failed (finished jobs are kept):\n{lines}")
@@ -448,7 +451,9 @@ class Runner:
         write_text(job_dir / "DONE", json.dumps({"config_hash": config_hash}))  # last: marks the job finished
 
     # --- collecting -------------------------------------------------------------------------
-    def collect(self) -> None:
+    def collect(self, final: bool = False) -> None:
+        """Rebuild the run's tables from the finished jobs; ``final`` (after the last job) adds the
+        verdicts: protocol-aware intervals, ties, calibration and the HTML pages."""
         result_files = sorted(self.out.glob("jobs/*/*/results.parquet"))
         result_files = [p for p in result_files if (p.parent / "DONE").exists()]
         if not result_files:
@@ -461,11 +466,14 @@ class Runner:
         # Jobs resumed across commits: name every commit that produced a row.
         provenance = {"command": self.cfg.command, "git_commit": ", ".join(sorted(results["git_commit"].unique())),
                       "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        markdown = leaderboard_markdown(results, self.corpus, provenance)
-        write_text(self.out / "leaderboard.md", markdown)
+        if not final:
+            write_text(self.out / "leaderboard.md", leaderboard_markdown(results, self.corpus, provenance))
+            return
+        manifest = self.corpus.manifest()
+        write_reports(self.out, self.corpus, results, preds, provenance, manifest, markdown_name="leaderboard")
         if self.cfg.publish:
             publish = Path(self.cfg.publish)
-            write_text(publish / f"{self.corpus.name}.md", markdown)
+            write_reports(publish, self.corpus, results, preds, provenance, manifest)
             write_parquet(results, publish / f"{self.corpus.name}.parquet")
 
 
