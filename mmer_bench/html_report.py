@@ -305,9 +305,10 @@ def write_index(directory: Path) -> Path:
 
 
 def write_reports(directory: Path, corpus, results: pd.DataFrame, predictions: pd.DataFrame | None,
-                  provenance: dict, manifest: pd.DataFrame | None = None, markdown_name: str | None = None) -> str:
+                  provenance: dict, manifest: pd.DataFrame | None = None,
+                  markdown_name: str | None = None) -> tuple[str, dict]:
     """The verdicts, ``directory/<markdown_name or corpus>.md`` linking ``directory/<corpus>.html``,
-    its figures and the index. Returns the markdown."""
+    its figures and the index. Returns the markdown and the verdicts."""
     from mmer_bench.report import corpus_verdicts, markdown_lines
 
     directory = Path(directory)
@@ -320,4 +321,4 @@ def write_reports(directory: Path, corpus, results: pd.DataFrame, predictions: p
     markdown = "\n".join(lines) + "\n"
     write_text(directory / f"{markdown_name or corpus.name}.md", markdown)
     corpus_page(directory, corpus, results, predictions, verdicts, tables, provenance)
-    return markdown
+    return markdown, verdicts

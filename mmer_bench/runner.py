@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 import mmer_bench
+from mmer_bench import wandb_log
 from mmer_bench.corpora.base import Corpus, CorpusDataModule
 from mmer_bench.features.store import FeatureStore, stable_hash
 from mmer_bench.fusion import align, fuse
@@ -295,16 +296,24 @@ class Runner:
             raise RuntimeError(f"{len(failures)} of {len(jobs)} jobs failed (finished jobs are kept):\n{lines}")
         return pd.read_parquet(self.out / "results.parquet") if self.rank == 0 else pd.DataFrame()
 
-    def _loggers(self, job_dir: Path, job_name: str):
+    def wandb_init(self, method: str, fold: Fold, seed: int, inputs: dict[str, str] | None = None) -> dict:
+        """``wandb.init`` arguments of a job's run: grouped by corpus and method, full config."""
+        config = wandb_log.job_config(self.corpus.name, method, fold.name, seed, self.hparams(method),
+                                      inputs or {}, self.cfg.features, self.cfg.corpus_options,
+                                      precision=self.cfg.precision, devices=str(self.cfg.devices))
+        name = f"{self.corpus.name}/{method}/{fold.name}-seed{seed}"
+        return wandb_log.run_kwargs(self.corpus.name, method, name, self.out, config)
+
+    def _loggers(self, job_dir: Path, cls, fold: Fold, seed: int):
         loggers = []
         if "csv" in self.cfg.loggers:
             loggers.append(L.pytorch.loggers.CSVLogger(job_dir, name="csv", version=""))
         if "wandb" in self.cfg.loggers:
-            os.environ.setdefault("WANDB_MODE", "offline")  # offline unless the user configured W&B
-            os.environ.setdefault("WANDB_SILENT", "true")
-            loggers.append(L.pytorch.loggers.WandbLogger(
-                project=os.environ.get("WANDB_PROJECT", "mmer-bench"), name=job_name, group=self.corpus.name,
-                save_dir=str(self.out), config={"corpus": self.corpus.name, "job": job_name}))
+            wandb_log.settle_environment()
+            wandb_log.finish_open_run()  # a refit's selection run: the refit gets its own
+            kwargs = self.wandb_init(cls.registry_name, fold, seed, method_inputs(cls.registry_name, self.cfg.inputs))
+            kwargs["save_dir"] = kwargs.pop("dir")
+            loggers.append(L.pytorch.loggers.WandbLogger(**kwargs))
         return loggers or False
 
     def run_training(self, method, manifest, fold, seed, job_dir, config_hash):
@@ -354,8 +363,7 @@ class Runner:
         dm.setup()
         counts = {t.name: dm.class_counts(t.name).tolist() for t in self.corpus.tasks if t.kind == "classification"}
         model = cls(self.corpus.tasks, dm.input_dims(), counts, **hp)
-        job_name = f"{self.corpus.name}/{cls.registry_name}/{fold.name}-seed{seed}"
-        loggers = self._loggers(log_dir, job_name)
+        loggers = self._loggers(log_dir, cls, fold, seed)
         trainer = L.Trainer(
             max_epochs=max_epochs, accelerator=self.cfg.accelerator, devices=self.cfg.devices,
             strategy=self.cfg.strategy, precision=self.cfg.precision, logger=loggers, callbacks=callbacks,
@@ -365,10 +373,7 @@ class Runner:
             check_val_every_n_epoch=1 if callbacks else max_epochs,
         )
         trainer.fit(model, datamodule=dm)
-        if loggers and "wandb" in self.cfg.loggers and trainer.global_rank == 0:
-            import wandb
-
-            wandb.finish()
+        # The W&B run stays open: write_job adds the test metrics and confusion matrix, then closes it.
         return model, dm, trainer
 
     def run_fusion(self, method, methods, manifest, fold, seed, job_dir, config_hash):
@@ -449,6 +454,15 @@ class Runner:
                    "skipped": dm.skipped if dm else {}, "fold_info": fold.info}
         write_text(job_dir / "job.json", json.dumps(details, indent=1, default=str))
         write_text(job_dir / "DONE", json.dumps({"config_hash": config_hash}))  # last: marks the job finished
+        if "wandb" in self.cfg.loggers:
+            scores = {t: {r["metric"]: r["value"] for r in result_rows if r["split"] == "test" and r["task"] == t}
+                      for t in test}
+            plots = {t: (p["target"], np.asarray(p["probs"]).argmax(1), tasks[t].classes)
+                     for t, p in test.items() if tasks[t].kind == "classification"}
+            inputs = dm.inputs if dm else {}
+            wandb_log.log_job(scores, plots, self.wandb_init(method, fold, seed, inputs),
+                              {"config_hash": config_hash, **{k: v for k, v in provenance.items() if k != "command"},
+                               **{k: v for k, v in info.items() if k != "train_time_s"}})
 
     # --- collecting -------------------------------------------------------------------------
     def collect(self, final: bool = False) -> None:
@@ -470,7 +484,10 @@ class Runner:
             write_text(self.out / "leaderboard.md", leaderboard_markdown(results, self.corpus, provenance))
             return
         manifest = self.corpus.manifest()
-        write_reports(self.out, self.corpus, results, preds, provenance, manifest, markdown_name="leaderboard")
+        verdicts = write_reports(self.out, self.corpus, results, preds, provenance, manifest,
+                                 markdown_name="leaderboard")[1]
+        if "wandb" in self.cfg.loggers:
+            wandb_log.log_leaderboard(self.corpus.name, self.out, verdicts, self.cfg.command)
         if self.cfg.publish:
             publish = Path(self.cfg.publish)
             write_reports(publish, self.corpus, results, preds, provenance, manifest)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from mmer_bench.runner import BenchConfig, run_bench
+from wandb_records import read_run
 
 METHODS = ["luna2022-au-mlp", "egemaps-mlp", "text-mlp", "luna2022-fusion"]
 
@@ -61,6 +62,10 @@ def test_leaderboard_rendered(synthetic_run):
         assert f"| {method} |" in text
     assert "Protocol: subject-wise" in text and "95%" in text
     assert pd.read_parquet(out / "published" / "synthetic.parquet").shape[0] > 0
+    assert "[synthetic.html](synthetic.html)" in text and "Nadeau-Bengio" in text
+    page = (out / "published" / "synthetic.html").read_text()
+    assert all(f'<td data-sort="{method}">' in page for method in METHODS)
+    assert 'href="synthetic.html"' in (out / "published" / "index.html").read_text()
 
 
 def test_rerun_skips_finished_jobs(synthetic_run, monkeypatch):
@@ -115,9 +120,21 @@ def test_changed_config_is_not_mixed_with_old_results(synthetic_run):
 def test_wandb_offline_logging(tmp_path):
     cfg = BenchConfig(corpus="synthetic", methods=["luna2022-au-mlp"], folds=["fold0"], out=str(tmp_path),
                       loggers=["wandb", "csv"], hparams={"luna2022-au-mlp": {"max_epochs": 3}})
-    run_bench(cfg)
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
+    results = run_bench(cfg)
+    runs = [read_run(r) for r in sorted((tmp_path / "wandb").glob("offline-run-*"))]
+    assert len(runs) == 2  # the job's run and the bench's leaderboard run
+    job = next(r for r in runs if r["run"].job_type == "luna2022-au-mlp")
+    assert job["run"].run_group == "synthetic" and job["run"].display_name == "synthetic/luna2022-au-mlp/fold0-seed0"
+    config = job["config"]
+    assert (config["corpus"], config["method"], config["fold"], config["seed"]) == ("synthetic", "luna2022-au-mlp", "fold0", 0)
+    assert config["hparams"]["max_epochs"] == 3 and config["features"] == {"au": {"extractor": "au-means"}}
+    test = results.query("split == 'test'").set_index("metric")["value"]
+    for metric in ("accuracy", "uar", "macro_f1", "weighted_f1"):
+        assert job["summary"][f"test/emotion/{metric}"] == pytest.approx(test[metric])
+    assert any(k.startswith("test/emotion/confusion") for k in job["history"])
+    board = next(r for r in runs if r["run"].job_type == "leaderboard")
+    assert board["summary"]["leaderboard/emotion/best"] == "luna2022-au-mlp"
+    assert board["history"]["leaderboard/emotion/nrows"] == [1]
     metrics = pd.read_csv(tmp_path / "jobs/luna2022-au-mlp/fold0-seed0/csv/metrics.csv")
     assert "val/emotion/accuracy" in metrics.columns
 

@@ -53,13 +53,13 @@ def pages(tmp_path_factory):
     synthetic = CORPORA.get("synthetic")()
     results, predictions = fake_runs(synthetic, {"strong": 0.8, "close": 0.78, "weak": 0.4, "chance": 0.17},
                                      ["fold0", "fold1", "fold2"], [0, 1])
-    md_kfold = write_reports(out, synthetic, results, predictions, {"command": "mmer bench synthetic"})
+    md_kfold = write_reports(out, synthetic, results, predictions, {"command": "mmer bench synthetic"})[0]
     meld = CORPORA.get("meld")()
     results, predictions = fake_runs(meld, {"text-a": 0.6, "text-b": 0.45, "text-c": 0.3}, ["official"], [0, 1, 2],
                                      clips_per_fold=300, cluster_size=5)
     manifest = pd.DataFrame({"clip_id": predictions["clip_id"].unique()})
     manifest["dialogue"] = [int(c.split("_c")[1]) // 5 for c in manifest["clip_id"]]
-    md_official = write_reports(out, meld, results, predictions, {"command": "mmer bench meld"}, manifest)
+    md_official = write_reports(out, meld, results, predictions, {"command": "mmer bench meld"}, manifest)[0]
     return out, md_kfold, md_official
 
 
