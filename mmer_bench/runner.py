@@ -32,9 +32,9 @@ from mmer_bench import wandb_log
 from mmer_bench.corpora.base import Corpus, CorpusDataModule
 from mmer_bench.features.store import FeatureStore, stable_hash
 from mmer_bench.fusion import align, fuse
+from mmer_bench.html_report import write_reports
 from mmer_bench.protocols import Fold
 from mmer_bench.registry import CORPORA, EXTRACTORS, METHODS
-from mmer_bench.html_report import write_reports
 from mmer_bench.report import leaderboard_markdown
 from mmer_bench.results import write_parquet, write_text
 

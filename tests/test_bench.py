@@ -7,9 +7,9 @@ import sys
 import lightning as L
 import pandas as pd
 import pytest
+from wandb_records import read_run
 
 from mmer_bench.runner import BenchConfig, run_bench
-from wandb_records import read_run
 
 METHODS = ["luna2022-au-mlp", "egemaps-mlp", "text-mlp", "luna2022-fusion"]
 

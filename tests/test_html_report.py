@@ -27,7 +27,7 @@ def fake_runs(corpus, methods: dict[str, float], folds: list[str], seeds: list[i
     results, predictions = [], []
     for task in corpus.tasks:
         n = task.num_classes
-        for f, fold in enumerate(folds):
+        for fold in folds:
             clip_ids = [f"{fold}_c{i}" for i in range(clips_per_fold)]
             target = rng.integers(0, n, clips_per_fold)
             for method, accuracy in methods.items():
