@@ -94,7 +94,11 @@ table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 4
 <p>Written by <code>mmer bench</code>; every number comes from the runner's results. Generated {{ generated }}.</p>
 <table><thead><tr><th>Corpus</th><th>Best row</th></tr></thead><tbody>
 {% for page in pages %}<tr><td><a href="{{ page.href }}">{{ page.corpus }}</a></td><td>{{ page.summary }}</td></tr>
-{% endfor %}</tbody></table></body></html>
+{% endfor %}</tbody></table>
+{% if across %}<h2>Across corpora</h2><p>{{ across.text }}</p>
+<figure><img src="{{ across.src }}" alt="critical-difference diagram across corpora"><figcaption>methods ranked
+by their mean primary test metric on each corpus</figcaption></figure>{% endif %}
+</body></html>
 """
 
 
@@ -213,7 +217,8 @@ def cd_diagram(verdict: stats.TaskVerdicts, path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.35 * len(verdict.ranks)))
     sp.critical_difference_diagram(verdict.ranks, verdict.posthoc, ax=ax, cd=verdict.cd, label_props={"fontsize": 8})
-    ax.set_title(f"mean rank of {verdict.primary} over {len(verdict.blocks)} (fold, seed) blocks; bars join "
+    blocks = "corpora" if verdict.kind == "across" else "(fold, seed) blocks"
+    ax.set_title(f"mean rank of {verdict.primary} over {len(verdict.blocks)} {blocks}; bars join "
                  "methods not different (Nemenyi, 0.05)", fontsize=8, pad=28)
     _figure(fig, path)
 
@@ -298,10 +303,50 @@ def write_index(directory: Path) -> Path:
         match = re.search(r'<meta name="mmer-summary" content="([^"]*)">', page.read_text())
         pages.append({"href": page.name, "corpus": page.stem, "summary": html.unescape(match.group(1)) if match else ""})
     text = Environment(autoescape=True).from_string(_INDEX).render(
-        pages=pages, generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        pages=pages, generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        across=across_corpora(Path(directory)))
     path = Path(directory) / "index.html"
     write_text(path, text)
     return path
+
+
+def across_corpora(directory: Path) -> dict | None:
+    """Friedman test and CD diagram over the corpora of ``directory`` (their ``<corpus>.parquet``
+    results): blocks are corpora, scores each method's mean test primary metric there; only the
+    methods run on every corpus kept (a corpus missing one of them is left out when that keeps more
+    methods). None when fewer than 3 methods share 2 or more corpora."""
+    from mmer_bench.registry import CORPORA
+
+    means = {}
+    for path in sorted(Path(directory).glob("*.parquet")):
+        results = pd.read_parquet(path, columns=["corpus", "method", "split", "task", "metric", "value"])
+        name = path.stem
+        try:
+            corpus = CORPORA.get(name)()
+        except KeyError:
+            continue
+        if corpus.primary_mode != "max":
+            continue  # error metrics (MAE) do not rank against accuracies
+        rows = results[(results["split"] == "test") & (results["task"] == corpus.tasks[0].name)
+                       & (results["metric"] == corpus.primary_metric)]
+        means[name] = rows.groupby("method")["value"].mean()
+    table = pd.DataFrame(means).T  # corpora x methods
+    best = None
+    for drop in [[]] + [[c] for c in table.index]:  # every corpus, or all but one
+        kept = table.drop(index=drop).dropna(axis=1)
+        if len(kept) >= 2 and kept.shape[1] >= 3 and (best is None or kept.size > best.size):
+            best = kept
+    if best is None or not (best.nunique(axis=1) > 1).any():
+        return None
+    statistic, p = stats.friedman(best)
+    ranks = stats.average_ranks(best)
+    verdict = stats.TaskVerdicts("across", "", "primary metric", ranks.index[0], pd.DataFrame(), best,
+                                 (statistic, p), ranks, stats.nemenyi(best), stats.nemenyi_cd(*best.shape[::-1]))
+    cd_diagram(verdict, Path(directory) / "across-corpora-cd.png")
+    return {"src": "across-corpora-cd.png",
+            "text": f"{best.shape[1]} methods run on {len(best)} corpora ({', '.join(best.index)}): Friedman "
+                    f"chi2 = {statistic:.2f}, p = {p:.2g}; Nemenyi critical difference {verdict.cd:.2f} "
+                    f"(with so few corpora, only large rank gaps can show)."}
 
 
 def write_reports(directory: Path, corpus, results: pd.DataFrame, predictions: pd.DataFrame | None,

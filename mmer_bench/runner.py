@@ -490,8 +490,8 @@ class Runner:
             wandb_log.log_leaderboard(self.corpus.name, self.out, verdicts, self.cfg.command)
         if self.cfg.publish:
             publish = Path(self.cfg.publish)
+            write_parquet(results, publish / f"{self.corpus.name}.parquet")  # first: the index reads it
             write_reports(publish, self.corpus, results, preds, provenance, manifest)
-            write_parquet(results, publish / f"{self.corpus.name}.parquet")
 
 
 def prediction_frame(task, key: dict, part: str, p: dict) -> pd.DataFrame:

@@ -53,6 +53,12 @@ def pages(tmp_path_factory):
     synthetic = CORPORA.get("synthetic")()
     results, predictions = fake_runs(synthetic, {"strong": 0.8, "close": 0.78, "weak": 0.4, "chance": 0.17},
                                      ["fold0", "fold1", "fold2"], [0, 1])
+    results.to_parquet(out / "synthetic.parquet")
+    # the same methods on a second k-fold corpus: the index ranks them across corpora
+    ravdess = CORPORA.get("ravdess")()
+    other, _ = fake_runs(ravdess, {"strong": 0.7, "close": 0.72, "weak": 0.3, "chance": 0.13},
+                         [f"fold{k}" for k in range(5)], [0])
+    other.to_parquet(out / "ravdess.parquet")
     md_kfold = write_reports(out, synthetic, results, predictions, {"command": "mmer bench synthetic"})[0]
     meld = CORPORA.get("meld")()
     results, predictions = fake_runs(meld, {"text-a": 0.6, "text-b": 0.45, "text-c": 0.3}, ["official"], [0, 1, 2],
@@ -82,6 +88,8 @@ def test_pages_and_figures_written(pages):
     out, _, _ = pages
     index = (out / "index.html").read_text()
     assert 'href="synthetic.html"' in index and 'href="meld.html"' in index
+    assert "4 methods run on 2 corpora (ravdess, synthetic)" in index
+    assert (out / "across-corpora-cd.png").stat().st_size > 1000
     page = (out / "meld.html").read_text()
     for figure in re.findall(r'<img src="([^"]+)"', page):
         assert (out / figure).stat().st_size > 1000, figure
