@@ -319,12 +319,11 @@ def across_corpora(directory: Path) -> dict | None:
 
     means = {}
     for path in sorted(Path(directory).glob("*.parquet")):
-        results = pd.read_parquet(path, columns=["corpus", "method", "split", "task", "metric", "value"])
         name = path.stem
-        try:
-            corpus = CORPORA.get(name)()
-        except KeyError:
+        if name not in CORPORA.names():  # a run folder's results / predictions tables
             continue
+        corpus = CORPORA.get(name)()
+        results = pd.read_parquet(path, columns=["corpus", "method", "split", "task", "metric", "value"])
         if corpus.primary_mode != "max":
             continue  # error metrics (MAE) do not rank against accuracies
         rows = results[(results["split"] == "test") & (results["task"] == corpus.tasks[0].name)

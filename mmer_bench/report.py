@@ -56,6 +56,9 @@ def _paper(method: str, corpus: str, metric: str, notes: list[str]) -> str:
     return f"{entry[metric]:.2f}" + (f" ± {std:.2f}" if std is not None else "") + f" [{len(notes)}]"
 
 
+RECIPE_TITLES = {"inner-cv": "stacked on inner-CV posteriors", "in-sample": "stacked on in-sample posteriors"}
+
+
 def task_metrics(corpus, task) -> tuple[tuple[str, ...], str]:
     """The leaderboard metrics of a task (classification tasks show the corpus's, regression tasks
     bring their own) and its primary metric (the corpus's for the first task)."""
@@ -150,9 +153,13 @@ def task_table(results: pd.DataFrame, corpus, task, notes: list[str], verdict=No
         header += ["ECE (%)", "Brier", "NLL"]
     header += [f"Paper {_title(primary)}", "Runs", "Params", "Train s / run"]
     rows = []
+    recipes = {}
+    if "recipe" in results.columns:  # stackers say which posteriors they learnt from
+        recipes = {m: ", ".join(sorted(set(r) - {""})) for m, r in results.groupby("method")["recipe"]}
     for row in table.to_dict("records"):
         method = row["method"]
-        cells, sort = [method], [method]
+        label = RECIPE_TITLES.get(recipes.get(method, ""), recipes.get(method, ""))
+        cells, sort = [f"{method} ({label})" if label else method], [method]
         for m in metrics:
             if m not in row or pd.isna(row[m]):
                 cells.append("")

@@ -33,7 +33,7 @@ from mmer_bench.corpora.base import Corpus, CorpusDataModule
 from mmer_bench.features.store import FeatureStore, stable_hash
 from mmer_bench.fusion import align, fuse
 from mmer_bench.html_report import write_reports
-from mmer_bench.protocols import Fold
+from mmer_bench.protocols import Fold, inner_folds
 from mmer_bench.registry import CORPORA, EXTRACTORS, METHODS
 from mmer_bench.report import leaderboard_markdown
 from mmer_bench.results import write_parquet, write_text
@@ -223,10 +223,31 @@ class Runner:
         # Fusion jobs read the other methods' predictions, so they run last.
         methods = sorted(methods, key=lambda m: is_fusion(METHODS.get(m)))
         jobs = [(m, f, s) for m in methods for f in folds for s in self.cfg.seeds]
+        # Stacking on out-of-fold posteriors: each fused method is also trained on the inner folds
+        # of every fold's training subjects (their jobs sit under jobs/<method>/inner/).
+        inner = {(m, f.name, s, i.name): (m, i, s) for method in methods if self.stacks_inner(method)
+                 for m in self.fusion_sources(method, methods) for f in folds for s in self.cfg.seeds
+                 for i in self.inner_folds(method, manifest, f, s)}
+        first_fusion = next((k for k, (m, _, _) in enumerate(jobs) if is_fusion(METHODS.get(m))), len(jobs))
+        jobs = jobs[:first_fusion] + list(inner.values()) + jobs[first_fusion:]
         return manifest, folds, methods, jobs
 
+    def stacks_inner(self, method: str) -> bool:
+        if not is_fusion(METHODS.get(method)):
+            return False
+        recipe = self.hparams(method).get("recipe", "in-sample")
+        if recipe not in ("inner-cv", "in-sample"):
+            raise ValueError(f"{method}: unknown recipe {recipe!r} in the benchmark config; 'inner-cv' or 'in-sample'")
+        return recipe == "inner-cv"
+
+    def inner_folds(self, method: str, manifest: pd.DataFrame, fold: Fold, seed: int) -> list[Fold]:
+        group = self.corpus.group_columns[0] if self.corpus.group_columns else "clip_id"
+        return inner_folds(manifest, fold, int(self.hparams(method)["inner_folds"]), group, seed=seed)
+
     def job_dir(self, method: str, fold: Fold, seed: int) -> Path:
-        return self.out / "jobs" / method / f"{fold.name}-seed{seed}"
+        # Inner-fold jobs one level deeper: collect() gathers the outer folds' jobs only.
+        inner = ("inner",) if "outer" in fold.info else ()
+        return self.out.joinpath("jobs", method, *inner, f"{fold.name}-seed{seed}")
 
     def hparams(self, method: str) -> dict:
         cls = METHODS.get(method)
@@ -410,16 +431,41 @@ class Runner:
             train_accuracy = float((columns.argmax(1) == train_labels).mean())
             if train_accuracy >= 0.99:
                 overfit[source] = train_accuracy
+            if train_accuracy >= 0.99 and hp.get("recipe") == "in-sample":
                 log.warning("%s %s: %s is %.1f%% accurate on its own training clips; stacking on in-sample "
                             "posteriors over-weights it (leave it out with hparams %s: {fuse: [...]})",
                             method, fold.name, source, 100 * train_accuracy, method)
+        recipe = hp.get("recipe", "in-sample")
+        fit_on = aligned["train"]
+        if recipe == "inner-cv":
+            # Out-of-fold posteriors of every training clip (train and val parts), each from the
+            # model of the inner fold that held its subject out; the train / val rows of this job
+            # are scored on them too, the test rows on the outer models' test posteriors.
+            frames = {}
+            for source in sources:
+                rows = []
+                for inner in self.inner_folds(method, manifest, fold, seed):
+                    path = self.job_dir(source, inner, seed) / "predictions.parquet"
+                    if not path.exists():
+                        raise FileNotFoundError(f"{method} needs the inner-fold predictions of {source} {inner.name} "
+                                                f"seed {seed}: {path}")
+                    table = pd.read_parquet(path)
+                    rows.append(table[(table["split"] == "test") & (table["task"] == task.name)])
+                rows = pd.concat(rows, ignore_index=True)
+                frames[source] = pd.DataFrame(np.stack(rows["probs"].to_numpy()), columns=list(task.classes)).assign(
+                    clip_id=rows["clip_id"].to_numpy())
+            oof = align(frames, task.classes, f"{fold.name} out-of-fold")
+            fit_on = oof
+            aligned["train"], aligned["val"] = oof.loc[aligned["train"].index], oof.loc[aligned["val"].index]
+        fit_labels = labels.loc[fit_on.index, task.name].to_numpy()
         for part in ("train", "val", "test"):
-            probs = fuse(aligned["train"], train_labels, aligned[part], C=hp["C"], seed=seed)
+            probs = fuse(fit_on, fit_labels, aligned[part], C=hp["C"], seed=seed)
             ids = list(aligned[part].index)
             predictions[part] = {task.name: {"clip_id": ids, "probs": probs,
                                              "target": labels.loc[ids, task.name].to_numpy()}}
         n_params = (len(sources) * task.num_classes + 1) * task.num_classes
-        info = {"fused": sources, "train_time_s": time.time() - started, "sources_fitting_train": overfit}
+        info = {"fused": sources, "recipe": recipe, "fit_clips": len(fit_on), "train_time_s": time.time() - started,
+                "sources_fitting_train": overfit}
         self.write_job(method, fold, seed, job_dir, config_hash, predictions, n_params, None, started, info)
 
     def write_job(self, method, fold, seed, job_dir, config_hash, predictions, n_params, dm, started, info):
@@ -440,6 +486,7 @@ class Runner:
             "n_skipped": len(dm.skipped) if dm else 0, "precision": self.cfg.precision,
             "devices": str(self.cfg.devices), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": self.cfg.command,
+            "recipe": info.get("recipe", ""),  # a stacker's: "inner-cv" or "in-sample"
         }
         results = pd.DataFrame(result_rows).assign(**provenance)
         write_parquet(pd.concat(pred_frames, ignore_index=True), job_dir / "predictions.parquet",

@@ -59,7 +59,8 @@ def test_leaderboard_rendered(synthetic_run):
     text = (out / "published" / "synthetic.md").read_text()
     assert text == (out / "leaderboard.md").read_text()
     for method in METHODS:
-        assert f"| {method} |" in text
+        assert f"| {method}" in text
+    assert "| luna2022-fusion (stacked on inner-CV posteriors) |" in text
     assert "Protocol: subject-wise" in text and "95%" in text
     assert pd.read_parquet(out / "published" / "synthetic.parquet").shape[0] > 0
     assert "[synthetic.html](synthetic.html)" in text and "Nadeau-Bengio" in text
@@ -208,3 +209,27 @@ def test_fusion_reports_sources_that_fit_their_training_clips(synthetic_run):
         fold = job.name.split("-seed")[0]
         expected = {m for m in info["fused"] if train[m, fold] >= 0.99}
         assert set(info["sources_fitting_train"]) == expected
+
+
+def test_fusion_stacks_on_inner_cv_posteriors(synthetic_run):
+    """The default stacker learns from out-of-fold posteriors of the fold's training clips: every
+    fused method is trained on inner folds of the training speakers (jobs/<method>/inner/), whose
+    test parts cover each training clip once and never an outer test clip; the inner jobs stay out
+    of the results, and the fusion still learns."""
+    out, results = synthetic_run
+    assert not results["fold"].str.contains("inner").any()
+    preds = pd.read_parquet(out / "predictions.parquet")
+    for job in sorted((out / "jobs/luna2022-fusion").iterdir()):
+        info = json.loads((job / "job.json").read_text())
+        fold = job.name.split("-seed")[0]
+        assert info["recipe"] == "inner-cv" and info["fused"] == METHODS[:-1]
+        parts = preds[(preds["method"] == "luna2022-fusion") & (preds["fold"] == fold)].groupby("split")["clip_id"].apply(set)
+        assert info["fit_clips"] == len(parts["train"]) + len(parts["val"])
+        for source in info["fused"]:
+            inner = [pd.read_parquet(p) for p in sorted((out / "jobs" / source / "inner").glob(f"{fold}-inner*-seed0/predictions.parquet"))]
+            assert len(inner) == 3
+            tested = [c for t in inner for c in t.loc[t["split"] == "test", "clip_id"]]
+            assert sorted(tested) == sorted(parts["train"] | parts["val"])  # each training clip once
+            assert not set().union(*[set(t["clip_id"]) for t in inner]) & parts["test"]
+    fused = results.query("method == 'luna2022-fusion' and split == 'test' and metric == 'accuracy'")["value"].mean()
+    assert fused > 1 / 6 + 0.3
