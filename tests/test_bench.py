@@ -233,3 +233,25 @@ def test_fusion_stacks_on_inner_cv_posteriors(synthetic_run):
             assert not set().union(*[set(t["clip_id"]) for t in inner]) & parts["test"]
     fused = results.query("method == 'luna2022-fusion' and split == 'test' and metric == 'accuracy'")["value"].mean()
     assert fused > 1 / 6 + 0.3
+
+
+def test_exported_out_of_fold_posteriors_fuse_like_the_run(synthetic_run, tmp_path):
+    """`mmer posteriors` writes oof.csv from the inner-fold jobs; `mmer fuse` (default inner-cv
+    recipe) on the exported sources gives the run's own fused test accuracy."""
+    from mmer_bench.cli import main
+
+    out, results = synthetic_run
+    dirs = []
+    for method in METHODS[:-1]:
+        assert main(["posteriors", str(out), "--method", method, "--out", str(tmp_path / method)]) == 0
+        dirs.append(str(tmp_path / method))
+    oof = pd.read_csv(tmp_path / METHODS[0] / "fold0" / "oof.csv")
+    in_sample = pd.read_csv(tmp_path / METHODS[0] / "fold0" / "train.csv")
+    val = pd.read_csv(tmp_path / METHODS[0] / "fold0" / "val.csv")
+    assert set(oof["clip_id"]) == set(in_sample["clip_id"]) | set(val["clip_id"])
+    assert main(["fuse", "--corpus", "synthetic", "--posteriors", *dirs, "--out", str(tmp_path / "fused")]) == 0
+    summary = json.loads((tmp_path / "fused" / "summary.json").read_text())
+    run = results.query("method == 'luna2022-fusion' and split == 'test' and metric == 'accuracy'").set_index("fold")["value"]
+    assert summary["recipe"] == "inner-cv"
+    for fold in summary["folds"]:
+        assert fold["accuracy"] == pytest.approx(run[fold["fold"]], abs=1e-6)  # results hold float32 scores
