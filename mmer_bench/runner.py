@@ -329,7 +329,7 @@ class Runner:
         loggers = []
         if "csv" in self.cfg.loggers:
             loggers.append(L.pytorch.loggers.CSVLogger(job_dir, name="csv", version=""))
-        if "wandb" in self.cfg.loggers:
+        if "wandb" in self.cfg.loggers and "outer" not in fold.info:  # inner-fold jobs only feed a stacker
             wandb_log.settle_environment()
             wandb_log.finish_open_run()  # a refit's selection run: the refit gets its own
             kwargs = self.wandb_init(cls.registry_name, fold, seed, method_inputs(cls.registry_name, self.cfg.inputs))
@@ -501,7 +501,7 @@ class Runner:
                    "skipped": dm.skipped if dm else {}, "fold_info": fold.info}
         write_text(job_dir / "job.json", json.dumps(details, indent=1, default=str))
         write_text(job_dir / "DONE", json.dumps({"config_hash": config_hash}))  # last: marks the job finished
-        if "wandb" in self.cfg.loggers:
+        if "wandb" in self.cfg.loggers and "outer" not in fold.info:
             scores = {t: {r["metric"]: r["value"] for r in result_rows if r["split"] == "test" and r["task"] == t}
                       for t in test}
             plots = {t: (p["target"], np.asarray(p["probs"]).argmax(1), tasks[t].classes)
