@@ -12,7 +12,9 @@ clips (each from a model that did not train on its subject).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -22,6 +24,42 @@ from sklearn.preprocessing import MinMaxScaler
 
 class FusionInputError(ValueError):
     pass
+
+
+class Stacker:
+    """A late fusion trained on the posteriors of other methods of the same run (not a network:
+    stacking.py runs it after the fused methods' jobs, on the training clips' posteriors).
+    A subclass registers with ``@STACKERS.register(name)`` and may cite its paper."""
+
+    paper: ClassVar[dict[str, dict]] = {}
+
+    @dataclass(frozen=True)
+    class Settings:
+        C: float = 1.0  # inverse L2 strength of the logistic regression
+        fuse: list[str] | None = None  # methods to fuse; None = every method of the run
+        # "inner-cv": fit on out-of-fold posteriors of the training clips (an inner CV of every fused
+        # method over the fold's training subjects); "in-sample": on their own training posteriors
+        recipe: str = "inner-cv"
+        inner_folds: int = 3
+
+        def __post_init__(self):
+            if self.recipe not in RECIPE_FILES:
+                raise ValueError(f"recipe {self.recipe!r}: expected one of {', '.join(RECIPE_FILES)}")
+            if self.recipe == "inner-cv" and self.inner_folds < 2:
+                raise ValueError(f"inner_folds {self.inner_folds}: an inner cross-validation needs at least 2")
+
+    @classmethod
+    def fits(cls, corpus) -> bool:
+        """Posterior fusion combines class probabilities: classification corpora only."""
+        return all(t.kind == "classification" for t in corpus.tasks)
+
+    def __init__(self, settings=None):
+        self.settings = settings or self.Settings()
+
+    def fit_predict(self, train: pd.DataFrame, train_labels: np.ndarray, parts: dict[str, pd.DataFrame],
+                    seed: int = 0) -> dict[str, np.ndarray]:
+        """Class probabilities of each aligned part, from a combiner fit on ``train``."""
+        return {part: fuse(train, train_labels, frame, C=self.settings.C, seed=seed) for part, frame in parts.items()}
 
 
 def align(sources: dict[str, pd.DataFrame], classes: tuple[str, ...], where: str) -> pd.DataFrame:

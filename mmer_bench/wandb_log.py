@@ -36,6 +36,20 @@ def job_config(corpus: str, method: str, fold: str, seed: int, hparams: dict, in
             "corpus_options": dict(corpus_options), "config_hash": config_hash, **extra}
 
 
+def spec_init(spec) -> dict:
+    """``wandb.init`` arguments of a job's run from its spec (jobs.JobSpec)."""
+    cfg = spec.config
+    settings = cfg["settings"]
+    hparams = {k: v for part in settings.values() for k, v in part.items()}
+    extra = {"settings": settings, "precision": cfg["trainer"]["precision"], "devices": str(cfg["trainer"]["devices"]),
+             "kind": spec.kind}
+    if "sources" in cfg:
+        extra["fused"] = list(cfg["sources"])
+    config = job_config(spec.corpus, spec.method, spec.fold, spec.seed, hparams, cfg.get("inputs", {}),
+                        cfg.get("features", {}), cfg["corpus"]["options"], spec.config_hash, **extra)
+    return run_kwargs(spec.corpus, spec.method, f"{spec.corpus}/{spec.job_id}", cfg["run_out"], config)
+
+
 def run_kwargs(corpus: str, method: str, name: str, save_dir: str | Path, config: dict) -> dict:
     """Arguments of ``wandb.init`` (and so of Lightning's ``WandbLogger``) for a job's run."""
     return {"project": project(), "name": name, "group": corpus, "job_type": method, "tags": [corpus, method],
