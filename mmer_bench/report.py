@@ -80,7 +80,7 @@ def corpus_verdicts(results: pd.DataFrame, predictions: pd.DataFrame | None, cor
     ``manifest`` gives the test clips' clusters for the official-split bootstrap."""
     unit = cluster_unit(corpus)
     clusters = None
-    if manifest is not None and unit in manifest.columns:
+    if manifest is not None and unit != "clip_id" and unit in manifest.columns:  # clip_id: each clip alone
         clusters = manifest.set_index("clip_id")[unit]
     out = {}
     for task in corpus.tasks:
