@@ -259,7 +259,7 @@ class LogMelMERC(Extractor):
     top_db: float = 20.0
     version = "3"  # 3: the entry's own pipeline (Wiener step, Slaney mels, complex mel sum, normalize)
     kind = "sequence"
-    parallel = False  # as cheap as LogMel
+    parallel = False  # a few ms a clip: pickling the image back from a pool would cost as much
 
     def extract_clip(self, path: str) -> np.ndarray:
         import scipy.signal
@@ -482,14 +482,19 @@ def short_term_features(audio: np.ndarray, sample_rate: int, window: int, step: 
 @EXTRACTORS.register("meld-audio34")
 @dataclass
 class MeldAudio34(Extractor):
-    """The MELD baseline's 34 short-term audio features per 0.2 s window, 0.1 s hop.
+    """34 short-term audio features per 0.2 s window, 0.1 s hop: the audio input of the MELD
+    three-branch fusion baseline (``meld-baseline-fusion``).
 
     Original: pyAudioAnalysis 0.3.14, ``pyAudioAnalysis/ShortTermFeatures.py``,
     ``feature_extraction(signal, fs, 0.2 fs, 0.1 fs, deltas=False)`` (Giannakopoulos 2015,
-    PLoS ONE 10(12)), with which the MELD baseline (Poria et al., ACL 2019) computed its audio
-    input. Computed here in numpy, quirks included, and checked frame by frame against that
-    function on real RAVDESS clips (tests/test_parity.py; ``benchmarks/fidelity.py`` prints the
-    agreement).
+    PLoS ONE 10(12)). That project (github.com/ankurbhatia24/MULTIMODAL-EMOTION-RECOGNITION,
+    README "Audio Part") describes exactly this set: 8 time/spectral features, 13 MFCCs, 13
+    chroma features, 0.2 s / 0.1 s at 16 kHz, 100 frames, (100, 34); it credits openSMILE, which
+    has no such set, while the names, order and windowing are pyAudioAnalysis's. (The MELD
+    paper's own audio baseline used openSMILE functionals with feature selection, released only
+    as pickles.) Computed here in numpy, quirks included, and checked frame by frame against
+    that function on real RAVDESS clips (tests/test_parity.py; ``benchmarks/fidelity.py``
+    prints the agreement).
 
     Columns (MELD_AUDIO34_NAMES, the toolkit's order): zero-crossing rate, energy, entropy of
     energy (10 blocks), spectral centroid and spread (fractions of Nyquist), spectral entropy

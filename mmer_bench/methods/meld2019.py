@@ -27,9 +27,11 @@ baselines (text-CNN: 55.02 weighted-F1 on the 7 emotions):
   vectors as input (``inputs: {meld-bclstm: {text: glove}}``) each utterance goes through the
   text CNN (``filters`` x ``windows``, Dense(``utterance_dim``, ReLU)) first, as in the paper,
   but trained jointly with the bcLSTM in one stage rather than in two.
-- ``meld-audio-cnn``: MELD's audio baseline feeds the 34 pyAudioAnalysis features
-  (``meld-audio34``, at most 100 frames of 0.2 s) to a classifier; the paper gives no network
-  detail beyond its audio-only audio-only weighted-F1.
+- ``meld-audio-cnn``: a classifier over the 34 pyAudioAnalysis short-term features
+  (``meld-audio34``, at most 100 frames of 0.2 s) that the three-branch baseline below feeds
+  its audio branch. The MELD paper's own audio baseline used openSMILE functionals with
+  feature selection (released only as pickles) and gives no network detail beyond its
+  audio-only weighted-F1.
   Here: two Conv1D layers (``channels`` 64 -> 128, kernel 3, BatchNorm over real frames, ReLU)
   -> masked max and mean pooling over the real frames -> dropout -> heads, class-weighted. It is
   a small, documented stand-in, not a reproduction; no paper figure is shown beside it.
