@@ -13,7 +13,11 @@ baselines (text-CNN: 55.02 weighted-F1 on the 7 emotions):
   does not depend on the other utterances of its batch. Utterances shorter than the widest
   window are zero-padded inside ``forward`` to that width (a window that covers only padding is
   still masked out). The 50-d GloVe 6B vectors (``glove`` default) stand in for the paper's 300-d
-  vectors, which are not packaged here.
+  vectors, which are not packaged here. The MELD release has no script for this utterance-level
+  model, so its loss and selection are unknown; class weighting stays (without it, MELD dev
+  weighted-F1 51.61 vs 50.76 and test 52.75 vs 54.34, one seed: a difference within seed noise
+  and no original to follow). The remaining 0.7 points to 55.02 are within that noise and the
+  50-d vs 300-d word vectors.
 - ``meld-bclstm``: the MELD paper's contextual model, bcLSTM (Poria et al. 2017, "Context-
   Dependent Sentiment Analysis in User-Generated Videos", ACL; MELD results table, bcLSTM text
   row: 56.44 weighted-F1 on the 7 emotions): utterance vectors of a whole dialogue -> dropout ->
