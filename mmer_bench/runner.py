@@ -82,7 +82,9 @@ class Runner:
                                  detach=self.cfg.detach, gpus_per_job=self.cfg.gpus_per_job)
         launcher.on_finished = lambda spec, outcome: collect(self.out, corpus, self.cfg.publish)
         outcomes = launcher.run(specs, run_spec)
-        collect(self.out, corpus, self.cfg.publish)  # also when every job was finished before
+        if specs:  # also when every job was finished before; the last merge adds the verdicts
+            collect(self.out, corpus, self.cfg.publish, final=True, manifest=corpus_of(specs[0].config)[1],
+                    loggers=tuple(self.cfg.loggers))
         if self.cfg.detach:
             submitted = [o for o in outcomes.values() if o.status == "submitted"]
             print(f"submitted {len(submitted)} SLURM jobs ({len(outcomes) - len(submitted)} finished before); "
