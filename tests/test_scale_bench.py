@@ -59,7 +59,7 @@ def test_slurm_launcher_gives_the_in_process_metrics(in_process, tmp_path, monke
         pytest.skip("no SLURM here (sbatch is not on PATH; .ci/slurm/start.sh starts a single-node cluster)")
     monkeypatch.chdir(ROOT)  # the SLURM jobs import mmer_bench from the submission's working directory
     command = [sys.executable, "-m", "mmer_bench.cli", "bench", "synthetic", "--launcher", "slurm",
-               "--methods", ",".join(METHODS), "--folds", "fold0,fold1", "--loggers", "csv", "--out", str(tmp_path),
+               "--methods", ",".join(METHODS), "--folds", "fold0,fold1", "--seeds", "0", "--loggers", "csv", "--out", str(tmp_path),
                "--cpus-per-job", "1", "--time", "10"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
