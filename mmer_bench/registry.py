@@ -55,6 +55,7 @@ _BUILTIN_MODULES = (
     "mmer_bench.corpora.merc2020",
     "mmer_bench.features.audio",
     "mmer_bench.features.audio_models",
+    "mmer_bench.features.encoders",
     "mmer_bench.features.voice",
     "mmer_bench.features.face",
     "mmer_bench.features.text",
