@@ -69,6 +69,7 @@ _BUILTIN_MODULES = (
     "mmer_bench.methods.meld2019",
     "mmer_bench.methods.merc2020",
     "mmer_bench.methods.text_ft",
+    "mmer_bench.methods.ssl",
     "mmer_bench.methods.williams2018",
 )
 

@@ -47,13 +47,26 @@ def _paper_entry(method: str, corpus: str) -> dict:
         return {}
 
 
-def _paper(method: str, corpus: str, metric: str, notes: list[str]) -> str:
-    entry = _paper_entry(method, corpus)
-    if metric not in entry:
+def _paper(method: str, corpus: str, metric: str, notes: list[str], variant: str = "",
+           metrics: tuple[str, ...] = ()) -> str:
+    """The paper's number for the primary metric; else for another metric of the table, named.
+    An entry whose number depends on the pretrained encoder (``by_encoder``: checkpoint name ->
+    number, for the metric whose value is None) takes the one of the row's encoder, matched by
+    the last part of its hub id or folder."""
+    entry = dict(_paper_entry(method, corpus))
+    if "by_encoder" in entry:
+        key = next((m for m in entry if entry[m] is None), None)
+        value = entry["by_encoder"].get(variant.rstrip("/").split("/")[-1].lower()) if variant else None
+        if key is None or value is None:
+            return ""
+        entry[key] = value
+    shown = metric if entry.get(metric) is not None else next((m for m in metrics if entry.get(m) is not None), None)
+    if shown is None:
         return ""
-    std = entry.get(f"{metric}_std")
+    std = entry.get(f"{shown}_std")
     notes.append(f"{method}: {entry['source']}" + (f"; {entry['note']}" if "note" in entry else ""))
-    return f"{entry[metric]:.2f}" + (f" ± {std:.2f}" if std is not None else "") + f" [{len(notes)}]"
+    label = "" if shown == metric else f" ({METRIC_TITLES.get(shown, shown)})"
+    return f"{entry[shown]:.2f}" + (f" ± {std:.2f}" if std is not None else "") + f"{label} [{len(notes)}]"
 
 
 def leaderboard_markdown(results: pd.DataFrame, corpus, provenance: dict) -> str:
@@ -90,12 +103,15 @@ def _task_table(results: pd.DataFrame, corpus, task, notes: list[str]) -> list[s
         table = table.sort_values(primary, ascending=task.metric_mode(primary) == "min")
     header = ["Method", *[_title(m) for m in metrics], f"Paper {_title(primary)}", "Runs", "Params", "Train s / run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    variants = (results.groupby("method")["variant"].agg(lambda v: next((x for x in v if x), "")).to_dict()
+                if "variant" in results.columns else {})
     for row in table.to_dict("records"):
-        cells = [row["method"]]
+        variant = variants.get(row["method"], "")
+        cells = [row["method"] + (f" ({variant.rstrip('/').split('/')[-1]})" if variant else "")]
         for m in metrics:
             cells.append(_cell(m, row[m], row[f"{m}_std"], row[f"{m}_ci"]) if m in row else "")
         cells += [
-            _paper(row["method"], corpus.name, primary, notes) if first else "",
+            _paper(row["method"], corpus.name, primary, notes, variant, metrics) if first else "",
             f"{row['runs']} ({row['folds']} folds x {row['seeds']} seeds)",
             f"{row['n_params']:,}",
             f"{row['train_time_s']:.1f}",

@@ -91,6 +91,17 @@ def reads_dialogues(cls) -> bool:
     return getattr(cls, "reads_dialogues", False)
 
 
+def method_variant(cls, hp: dict, features: dict[str, dict], inputs: dict[str, str]) -> str:
+    """The pretrained encoder a method ran with ("" for methods without one): the leaderboard
+    shows it beside the method and picks an encoder-dependent paper number by it. A method names
+    it by a hyperparameter (``encoder_hparam``) or by the extractor of one input (``encoder_input``)."""
+    if getattr(cls, "encoder_hparam", None):
+        return str(hp.get(cls.encoder_hparam) or "")
+    if getattr(cls, "encoder_input", None) in inputs:
+        return str(features.get(inputs[cls.encoder_input], {}).get("model") or "")
+    return ""
+
+
 def numeric(value):
     """YAML 1.1 reads ``5e-4`` (no dot) as a string: take a string that is a number as the number."""
     if isinstance(value, str):
@@ -432,6 +443,8 @@ class Runner:
             "n_skipped": len(dm.skipped) if dm else 0, "precision": self.cfg.precision,
             "devices": str(self.cfg.devices), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": self.cfg.command,
+            "variant": method_variant(METHODS.get(method), self.hparams(method), self.cfg.features,
+                                      method_inputs(method, self.cfg.inputs)),
         }
         results = pd.DataFrame(result_rows).assign(**provenance)
         write_parquet(pd.concat(pred_frames, ignore_index=True), job_dir / "predictions.parquet",

@@ -181,13 +181,13 @@ class Encoder:
     @property
     def hidden_size(self) -> int:
         c = self.config
-        return int(getattr(c, "hidden_size", None) or getattr(c, "d_model"))
+        return int(getattr(c, "hidden_size", None) or c.d_model)
 
     @property
     def num_states(self) -> int:
         """Hidden states returned with output_hidden_states: the input embedding + every layer."""
         c = self.config
-        layers = getattr(c, "num_hidden_layers", None) or getattr(c, "encoder_layers")
+        layers = getattr(c, "num_hidden_layers", None) or c.encoder_layers
         return int(layers) + 1
 
     @property
