@@ -49,8 +49,10 @@ def load_encoder_for_training(hp: dict, modality: str, default_model: str | None
 
 def freeze_feature_encoder(enc: Encoder) -> None:
     module = enc.module
-    if hasattr(module, "freeze_feature_encoder"):  # wav2vec2, HuBERT, WavLM, data2vec-audio, ...
+    if hasattr(module, "freeze_feature_encoder"):  # wav2vec2, WavLM, data2vec-audio, ...
         module.freeze_feature_encoder()
+    elif hasattr(module, "feature_extractor"):  # HubertModel has the convolutions but not the method
+        module.feature_extractor._freeze_parameters()
     elif enc.input_name == "input_features":  # Whisper: the two convolutions over the log-mel
         for conv in (module.conv1, module.conv2):
             conv.requires_grad_(False)

@@ -109,7 +109,7 @@ class SSLFineTune(EmotionRecognizer):
         if self.hp["mask_time_prob"] is not None:
             self.encoder.config.mask_time_prob = float(self.hp["mask_time_prob"])
         if self.hp.get("freeze_feature_encoder", True) and hasattr(self.encoder, "freeze_feature_encoder"):
-            self.encoder.freeze_feature_encoder()
+            self.encoder.freeze_feature_encoder()  # luna2022-w2v2-ft's fixed recipe (ssl-ft froze it on loading)
         config = self.encoder.config
         hidden = int(getattr(config, "hidden_size", None) or config.d_model)
         self.dropout = nn.Dropout(self.hp["dropout"])
