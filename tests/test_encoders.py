@@ -337,3 +337,12 @@ def test_ssl_mlp_runs_on_the_synthetic_corpus_and_names_its_encoder(models, tmp_
     test = results.query("split == 'test' and metric == 'accuracy'")
     assert len(test) == 1 and set(results["variant"]) == {models["wavlm"]}
     assert "| ssl-mlp (wavlm) |" in (tmp_path / "run" / "leaderboard.md").read_text()
+
+
+def test_readme_quotes_the_offline_error_verbatim():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    with pytest.raises(EncoderNotAvailableError) as info:
+        resolve_model("microsoft/wavlm-large")
+    assert str(info.value) in readme
