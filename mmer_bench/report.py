@@ -103,7 +103,7 @@ def _task_table(results: pd.DataFrame, corpus, task, notes: list[str]) -> list[s
         table = table.sort_values(primary, ascending=task.metric_mode(primary) == "min")
     header = ["Method", *[_title(m) for m in metrics], f"Paper {_title(primary)}", "Runs", "Params", "Train s / run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    variants = (results.groupby("method")["variant"].agg(lambda v: next((x for x in v if x), "")).to_dict()
+    variants = (results.groupby("method")["variant"].agg(lambda v: next((x for x in v if isinstance(x, str) and x), "")).to_dict()
                 if "variant" in results.columns else {})
     for row in table.to_dict("records"):
         variant = variants.get(row["method"], "")

@@ -214,6 +214,8 @@ def test_ssl_mlp_takes_one_layer_or_frames():
     with torch.no_grad():
         alone, padded = frames(collate(items[:1]))["emotion"], frames(collate(items))["emotion"]
     torch.testing.assert_close(alone[0], padded[0], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="frames: true"):
+        model(collate(items))  # frames of different lengths taken for hidden states: refused
 
 
 # --- fine-tuning -------------------------------------------------------------------------------

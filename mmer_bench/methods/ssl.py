@@ -83,6 +83,9 @@ class SSLMLP(EmotionRecognizer):
         if x.ndim == 3 and self.hp["frames"]:  # frames of one layer: pool the real ones
             x = masked_mean(x, batch["masks"]["states"])
         elif x.ndim == 3:  # (B, states, H): SUPERB's weighted sum
+            if not bool(batch["masks"]["states"].all()):
+                raise ValueError("ssl-mlp: the input rows differ in length, so they are frames (extractor pooling "
+                                 "'none'), not hidden states: set hparams ssl-mlp: {frames: true}")
             x = torch.einsum("blh,l->bh", x, self.layer_weights(x.shape[1]).to(x.dtype))
         return self.apply_heads(self.body(x))
 
