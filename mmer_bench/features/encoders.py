@@ -82,7 +82,7 @@ class ResolvedModel:
     identity: dict = field(hash=False)  # what enters cache keys: hub commit, or file checksums
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
     """A hub id is ``name`` or ``owner/name``; anything else is meant as a folder."""
     return name.startswith(("/", ".", "~")) or name.count("/") > 1 or Path(name).expanduser().exists()
 
@@ -96,7 +96,7 @@ def resolve_model(name: str, revision: str | None = None, allow_download: bool |
         if not (local / "config.json").is_file():
             raise FileNotFoundError(f"encoder folder {local} has no config.json (not a transformers checkpoint)")
         return ResolvedModel(name, str(local), {"files": folder_checksums(local)})
-    if _looks_like_path(name):
+    if looks_like_path(name):
         raise FileNotFoundError(f"encoder folder {local} does not exist")
     return _resolve_hub(name, revision, downloads_allowed(allow_download))
 

@@ -171,10 +171,10 @@ class Tokens(Extractor):
     def params(self) -> dict:
         from mmer_bench.features.audio_models import path_fingerprint
 
-        params = {**asdict(self), "tokenizer_files": path_fingerprint(self.model_path)}
-        if self.model_path and not Path(self.model_path).expanduser().exists():  # a hub id: its commit
-            from mmer_bench.features.encoders import resolve_model
+        from mmer_bench.features.encoders import looks_like_path, resolve_model
 
+        params = {**asdict(self), "tokenizer_files": path_fingerprint(self.model_path)}
+        if self.model_path and not looks_like_path(self.model_path):  # a hub id: its commit
             params["tokenizer_identity"] = resolve_model(self.model_path).identity
         return params
 
