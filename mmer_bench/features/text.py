@@ -170,7 +170,6 @@ class Tokens(Extractor):
 
     def params(self) -> dict:
         from mmer_bench.features.audio_models import path_fingerprint
-
         from mmer_bench.features.encoders import looks_like_path, resolve_model
 
         params = {**asdict(self), "tokenizer_files": path_fingerprint(self.model_path)}
@@ -229,7 +228,7 @@ class Tokens(Extractor):
         if not {"dialogue", "utterance"} <= set(manifest.columns):
             raise ValueError(f"tokens: context_utterances={self.context_utterances} needs the manifest's dialogue "
                              "and utterance columns, and this corpus has no dialogues (set context_utterances: 0)")
-        from mmer_bench.corpora.base import dialogues_of
+        from mmer_bench.manifest import dialogues_of
 
         rows = manifest[manifest["clip_id"].isin(list(texts)) & manifest["dialogue"].notna()]
         out: dict[str, list[str]] = {}

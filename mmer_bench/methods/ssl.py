@@ -129,12 +129,10 @@ class SSLFineTune(EmotionRecognizer):
             stride = self.encoder.conv1.stride[0] * self.encoder.conv2.stride[0] * getattr(self.processor, "hop_length", 160)
             frames = torch.clamp(torch.ceil(lengths / stride), max=states.shape[1]).to(lengths.device)
         else:
-            if getattr(self.processor, "do_normalize", True):
-                weights = mask.to(wave.dtype)
-                count = weights.sum(1, keepdim=True).clamp(min=1)
-                mean = (wave * weights).sum(1, keepdim=True) / count
-                var = (((wave - mean) * weights) ** 2).sum(1, keepdim=True) / count
-                wave = (wave - mean) / torch.sqrt(var + 1e-7) * weights
+            if getattr(self.processor, "do_normalize", True):  # zero mean, unit variance over the real samples
+                mean = masked_mean(wave.unsqueeze(-1), mask)  # (B, 1)
+                var = masked_mean(((wave - mean) ** 2).unsqueeze(-1), mask)
+                wave = (wave - mean) / torch.sqrt(var + 1e-7) * mask.to(wave.dtype)
             group_norm = getattr(self.encoder.config, "feat_extract_norm", "layer") == "group"
             context = per_clip_conv(self.encoder, lengths.tolist()) if group_norm and self.exact_group_norm \
                 else contextlib.nullcontext()
