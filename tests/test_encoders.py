@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from mmer_bench.corpora.base import collate
+from mmer_bench.data import collate
 from mmer_bench.features.base import extract
 from mmer_bench.features.encoders import (
     AUDIO_FAMILIES,
