@@ -322,7 +322,7 @@ class MeldBaselineFusion(EmotionRecognizer):
         # Video frame (height, width), one int for square frames, None: square, inferred from the rows
         frame_size: Any = None
         downsample: int = 1  # average-pool video frames by this factor first
-        max_frames: int = 10  # video frames per clip, evenly spread over it
+        max_frames: int | None = 10  # video frames per clip, evenly spread over it (None: every frame)
         convlstm: int = 32  # ConvLSTM channels
         convlstm_kernel: int = 3
         video_channels: tuple[int, ...] = (64, 128, 64, 32)  # conv stack after the ConvLSTM

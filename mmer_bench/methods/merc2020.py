@@ -210,7 +210,7 @@ class MERC2020CLSTM(EmotionRecognizer):
         width: float | None = None  # EfficientNet width coefficient (None: the backbone's)
         depth: float | None = None  # EfficientNet depth coefficient (None: the backbone's)
         face_size: int = 96  # crops are face_size x face_size (the extractor's size)
-        frames: int = 16  # crops per clip, evenly spread over it
+        frames: int | None = 16  # crops per clip, evenly spread over it (None: every crop)
         hidden: int = 320  # BiLSTM units per direction
         dropout: float = 0.2  # before the heads
         lr: float = 1e-3
