@@ -50,7 +50,7 @@ class EGeMAPSMLP(PooledMLP):
     class Settings(ModelSettings):
         hidden: int = 128  # units of the hidden layer
         dropout: float = 0.3  # after the hidden layer
-        lr: float = 1e-3
+        lr: float = 1e-3  # learning rate
         weight_decay: float = 1e-4  # Adam's L2 penalty
 
 
@@ -65,7 +65,7 @@ class ComParEMLP(EGeMAPSMLP):
     @dataclass(frozen=True)
     class Settings(EGeMAPSMLP.Settings):
         hidden: int = 256  # units of the hidden layer (more inputs than eGeMAPS)
-        dropout: float = 0.5  # after the hidden layer (stronger: 6,373 inputs overfit sooner)
+        dropout: float = 0.5  # after the hidden layer
 
 
 @METHODS.register("text-mlp")
@@ -84,7 +84,7 @@ class TextMLP(PooledMLP):
     class Settings(ModelSettings):
         hidden: int = 256  # units of the hidden layer
         dropout: float = 0.3  # after the hidden layer
-        lr: float = 1e-3
+        lr: float = 1e-3  # learning rate
         weight_decay: float = 1e-4  # Adam's L2 penalty
 
 
@@ -103,7 +103,7 @@ class SeqMeanMLP(PooledMLP):
     class Settings(ModelSettings):
         hidden: int = 128  # units of the hidden layer
         dropout: float = 0.2  # after the hidden layer
-        lr: float = 1e-3
+        lr: float = 1e-3  # learning rate
         weight_decay: float = 1e-4  # Adam's L2 penalty
 
 
@@ -121,5 +121,5 @@ class WordVecMLP(PooledMLP):
     class Settings(ModelSettings):
         hidden: int = 128  # units of the hidden layer
         dropout: float = 0.3  # after the hidden layer
-        lr: float = 1e-3
+        lr: float = 1e-3  # learning rate
         weight_decay: float = 1e-4  # Adam's L2 penalty

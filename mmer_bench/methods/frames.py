@@ -82,7 +82,7 @@ class AUFrameMLP(FrameLevelRecognizer):
     class Settings(FrameLevelRecognizer.Settings):
         hidden: int = 64  # units of the hidden layer
         dropout: float = 0.2  # after the hidden layer
-        lr: float = 1e-3
+        lr: float = 1e-3  # learning rate
         weight_decay: float = 1e-4  # Adam's L2 penalty
 
     def build(self):

@@ -125,13 +125,13 @@ class LFAN(FrameLevelRecognizer):
         hop: int = 200  # leader frames between evaluation windows
         eval_windows: int = 64  # windows per forward pass at evaluation
         aggregate: str = "mean_logits"  # frames -> clip: vote | mean_probs | mean_logits
-        optimizer: str = "sgd"
-        lr: float = 1e-4
-        momentum: float = 0.9
-        weight_decay: float = 1e-4
+        optimizer: str = "sgd"  # the authors' optimiser
+        lr: float = 1e-4  # learning rate
+        momentum: float = 0.9  # SGD momentum
+        weight_decay: float = 1e-4  # L2 penalty
         scheduler: str | None = "step"  # lr times gamma every step_size epochs
-        step_size: int = 50
-        gamma: float = 0.9
+        step_size: int = 50  # epochs per learning-rate decay
+        gamma: float = 0.9  # learning-rate decay factor
 
     def build(self):
         hp = self.hp

@@ -51,8 +51,8 @@ class MeldTextCNN(EmotionRecognizer):
         windows: tuple[int, ...] = (3, 4, 5)  # window sizes in words (Kim 2014)
         dense: int = 100  # units of the Dense layer after max-pooling
         dropout: float = 0.5  # after the Dense layer
-        class_weighted: bool = True
-        lr: float = 1e-3
+        class_weighted: bool = True  # inverse-frequency class weights in the loss
+        lr: float = 1e-3  # learning rate
 
     def build(self):
         self.text = TextCNN(self.input_dims["text"], self.hp["filters"], self.hp["windows"])
@@ -85,8 +85,8 @@ class MeldBcLSTM(EmotionRecognizer):
         filters: int = 50  # "cnn": convolution filters per window size
         windows: tuple[int, ...] = (3, 4, 5)  # "cnn": window sizes in words
         utterance_dim: int = 100  # "cnn": units of the projection of each input's CNN vector
-        class_weighted: bool = True
-        lr: float = 1e-3
+        class_weighted: bool = True  # inverse-frequency class weights in the loss
+        lr: float = 1e-3  # learning rate
 
     def build(self):
         hp = self.hp
@@ -136,8 +136,8 @@ class MeldAudioCNN(EmotionRecognizer):
         channels: tuple[int, ...] = (64, 128)  # Conv1D channels per layer
         kernel: int = 3  # Conv1D kernel size (frames)
         dropout: float = 0.3  # before the heads
-        class_weighted: bool = True
-        lr: float = 1e-3
+        class_weighted: bool = True  # inverse-frequency class weights in the loss
+        lr: float = 1e-3  # learning rate
 
     def build(self):
         self.audio = AudioCNN(self.input_dims["audio"], self.hp["channels"], self.hp["kernel"])
@@ -160,13 +160,13 @@ class CAERNet(EmotionRecognizer):
         width: float = 1.0  # multiplier of every conv stream's channels (and of ``attention``)
         face_size: int = 96  # face crops are face_size x face_size (the extractor's size)
         context_height: int = 96  # context frames are context_height x context_width
-        context_width: int = 128
+        context_width: int = 128  # (the extractor's sizes)
         attention: int = 128  # channels of the context attention's hidden conv
         fusion_hidden: int = 128  # units of each stream's fusion-weight network
         hidden: int = 128  # units of the layer after fusion
         dropout: float = 0.5  # after that layer
         frame_chunk: int = 64  # frames per conv pass (bounds memory, not the result)
-        lr: float = 1e-3
+        lr: float = 1e-3  # learning rate
     BLOCKS = (32, 64, 128, 256, 256)
 
     def build(self):
@@ -324,17 +324,17 @@ class MeldBaselineFusion(EmotionRecognizer):
         downsample: int = 1  # average-pool video frames by this factor first
         max_frames: int | None = 10  # video frames per clip, evenly spread over it (None: every frame)
         convlstm: int = 32  # ConvLSTM channels
-        convlstm_kernel: int = 3
+        convlstm_kernel: int = 3  # ConvLSTM kernel size
         video_channels: tuple[int, ...] = (64, 128, 64, 32)  # conv stack after the ConvLSTM
         video_state: str = "last"  # ConvLSTM state that goes on: "last" real frame's or "mean" over frames
         audio_channels: tuple[int, ...] = (64, 128)  # audio Conv1D channels per layer
-        audio_kernel: int = 3
+        audio_kernel: int = 3  # audio Conv1D kernel size (frames)
         filters: int = 50  # text CNN filters per window size
         windows: tuple[int, ...] = (3, 4, 5)  # text CNN window sizes in words
         dense: int = 128  # units of the Dense layer after concatenating the branches
         dropout: float = 0.5  # after that layer
-        class_weighted: bool = True
-        lr: float = 1e-3
+        class_weighted: bool = True  # inverse-frequency class weights in the loss
+        lr: float = 1e-3  # learning rate
 
     def build(self):
         hp = self.hp

@@ -96,7 +96,7 @@ class MERC2020AttnCNN(EmotionRecognizer):
         hidden: int = 512  # BiLSTM units per direction
         dropout: float = 0.2  # before the heads
         crop_frames: int = 400  # training crop in mel frames (6.4 s)
-        lr: float = 1e-3
+        lr: float = 1e-3  # learning rate
 
     def build(self):
         self.cnn = efficientnet(self.hp, in_channels=1)
@@ -171,7 +171,7 @@ class MERC2020TextTransformer(EmotionRecognizer):
         layers: int = 2  # Transformer encoder layers
         ff: int = 512  # feed-forward width of each layer
         dropout: float = 0.1  # in the encoder and before the heads
-        lr: float = 1e-4
+        lr: float = 1e-4  # learning rate
 
     def build(self):
         dim = self.input_dims["words"]
@@ -213,7 +213,7 @@ class MERC2020CLSTM(EmotionRecognizer):
         frames: int | None = 16  # crops per clip, evenly spread over it (None: every crop)
         hidden: int = 320  # BiLSTM units per direction
         dropout: float = 0.2  # before the heads
-        lr: float = 1e-3
+        lr: float = 1e-3  # learning rate
 
     def build(self):
         size = self.hp["face_size"]
@@ -286,7 +286,7 @@ class MERC2020Multimodal(EmotionRecognizer):
         speech_checkpoint: str | None = None  # state dict to start the speech branch from
         face_checkpoint: str | None = None  # state dict to start the face branch from
         text_checkpoint: str | None = None  # state dict to start the text branch from
-        lr: float = 1e-4
+        lr: float = 1e-4  # learning rate
     AUX = {"face": "face", "speech": "speech"}  # auxiliary task -> the branch whose vector it reads
 
     def build(self):
