@@ -6,7 +6,8 @@ Dataset for Emotion Recognition in Conversations", ACL 2019, pp. 527-536, result
 - ``meld-text-cnn``: Kim's (2014) text CNN over GloVe (text-CNN row: 55.02 weighted-F1, 7 emotions).
 - ``meld-bclstm``: bcLSTM (Poria et al. 2017, ACL) over a whole dialogue's utterance vectors
   (bcLSTM text row: 56.44 weighted-F1); batches hold whole dialogues (``reads_dialogues``).
-- ``meld-audio-cnn``: a small Conv1D stand-in on MELD's 34 audio features (no paper figure).
+- ``meld-audio-cnn``: a small Conv1D stand-in on the three-branch baseline's 34 pyAudioAnalysis
+  audio features (no paper figure).
 - ``meld-baseline-fusion``: the three-branch video ConvLSTM + audio Conv1D + text CNN baseline of
   github.com/ankurbhatia24/MULTIMODAL-EMOTION-RECOGNITION (``model/multimodal_baseline.ipynb``);
   no paper figure.
@@ -85,7 +86,8 @@ class MeldBcLSTM(EmotionRecognizer):
         filters: int = 50  # "cnn": convolution filters per window size
         windows: tuple[int, ...] = (3, 4, 5)  # "cnn": window sizes in words
         utterance_dim: int = 100  # "cnn": units of the projection of each input's CNN vector
-        class_weighted: bool = True  # inverse-frequency class weights in the loss
+        # Plain cross-entropy, as the released MELD baseline (README, Method notes).
+        class_weighted: bool = False
         lr: float = 1e-3  # learning rate
 
     def build(self):
