@@ -6,7 +6,7 @@
 - ``spec_augment`` (Park et al. 2019): zeroed time and feature bands on sequence inputs, drawn
   inside each clip's real frames.
 
-Both take and return the collated batch dict (see corpora/base.py) and never modify it in place.
+Both take and return the collated batch dict (see mmer_bench/data.py) and never modify it in place.
 """
 
 from __future__ import annotations

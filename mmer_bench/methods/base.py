@@ -76,7 +76,7 @@ def _inferred_type(value):
 class EmotionRecognizer(L.LightningModule):
     inputs: ClassVar[dict[str, str]] = {}
     scaling: ClassVar[dict[str, str]] = {}
-    # True: batches of whole conversations (corpora/base.py), only on corpora that have them.
+    # True: batches of whole conversations (mmer_bench/data.py), only on corpora that have them.
     reads_dialogues: ClassVar[bool] = False
     # Published results to show beside ours: {corpus: {"accuracy": 60.22, "source": "..."}}.
     paper: ClassVar[dict[str, dict]] = {}
