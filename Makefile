@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 DATASET ?= synthetic
 DATA_ROOT ?=
 METHODS ?=
+ENCODER ?=
 OUT ?= runs/$(DATASET)
 BENCH_ARGS ?=
 export HF_HUB_OFFLINE := 1
@@ -26,7 +27,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 bench: setup
 	$(PY) -m mmer_bench.cli bench $(DATASET) --out $(OUT) --publish leaderboard \
-		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(METHODS),--methods $(METHODS)) $(BENCH_ARGS)
+		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(METHODS),--methods $(METHODS)) \
+		$(if $(ENCODER),--encoder $(ENCODER)) $(BENCH_ARGS)
 
 test: setup
 	$(PY) -m pytest -q
