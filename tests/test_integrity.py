@@ -1,0 +1,114 @@
+"""Nothing silent (issue 14): damaged media, a damaged feature cache, bad file names and data
+roots are reported with the file and the problem, or skipped and counted."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_ravdess, write_tone
+
+from mmer_bench.corpora.base import CorpusDataModule
+from mmer_bench.corpora.ravdess import Ravdess
+from mmer_bench.corpora.synthetic import Synthetic
+from mmer_bench.features.audio import AudioError, LogMel, load_audio
+from mmer_bench.features.base import FeatureExtractionError, extract
+from mmer_bench.features.store import FeatureStore
+
+
+def truncate(path, fraction=0.4):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+# --- case 1: a short read is damage ------------------------------------------------------------
+
+def test_truncated_wav_is_damage_naming_the_file_and_both_lengths(tmp_path):
+    path = tmp_path / "clip.wav"
+    write_tone(path, seconds=1.0)
+    truncate(path)
+    with pytest.raises(AudioError, match=r"header announces 16000 frames \(1\.000 s\) but only \d+ frames"):
+        load_audio(str(path))
+
+
+def test_truncated_ravdess_wav_stops_the_run_or_is_skipped_and_counted(tmp_path):
+    make_ravdess(tmp_path, video=False, song=False)
+    victim = tmp_path / "ravdess" / "Actor_03" / "03-01-05-01-02-01-03.wav"
+    truncate(victim)
+    corpus = Ravdess(tmp_path)
+    manifest = corpus.manifest()
+    fold = corpus.plan(manifest)[1]  # actor 3 is in fold1's test part
+    store = FeatureStore(tmp_path / "store")
+    dm = CorpusDataModule(corpus, manifest, fold, {"mel": "logmel"}, store=store, workers=1)
+    with pytest.raises(FeatureExtractionError, match=r"03-01-05-01-02-01-03\.wav.*truncated"):
+        dm.setup()
+    dm = CorpusDataModule(corpus, manifest, fold, {"mel": "logmel"}, store=store, skip_missing=True)
+    dm.setup()
+    assert list(dm.skipped) == ["01-05-01-02-01-03"]
+    assert len(dm.datasets["test"]) == len(fold.test) - 1
+
+
+def test_truncated_synthetic_wav_is_reported(tmp_path):
+    corpus = Synthetic(tmp_path)
+    manifest = corpus.manifest()
+    victim = manifest["audio_path"][5]
+    truncate(__import__("pathlib").Path(victim))
+    manifest = corpus.manifest()
+    features = extract(LogMel(), manifest, corpus.manifest_hash(manifest), FeatureStore(tmp_path / "store"), workers=1)
+    clip = manifest["clip_id"][5]
+    assert list(features.errors) == [clip]
+    assert victim in features.errors[clip] and "truncated" in features.errors[clip]
+
+
+# --- case 2: a damaged store entry is recomputed, never used -------------------------------------
+
+def _tones(tmp_path, n=4):
+    rows = []
+    for i in range(n):
+        path = tmp_path / f"clip{i}.wav"
+        write_tone(path, seconds=1.0, freq=200 + 50 * i)
+        rows.append({"clip_id": f"c{i}", "audio_path": str(path)})
+    return pd.DataFrame(rows)
+
+
+def test_overwritten_values_in_a_stored_file_are_detected_and_recomputed(tmp_path, caplog):
+    manifest = _tones(tmp_path)
+    store = FeatureStore(tmp_path / "store")
+    first = extract(LogMel(), manifest, "m", store, workers=1)
+    path = store.path("logmel", LogMel().cache_key("m"))
+    data = bytearray(path.read_bytes())
+    # Overwrite 16 float values of one clip in the middle of its stored bytes.
+    at = bytes(data).index(first.arrays["c2"].tobytes()[:64])
+    data[at + 400 : at + 464] = np.full(16, 7.0, np.float32).tobytes()
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        again = extract(LogMel(), manifest, "m", store, workers=1)
+    assert str(path) in caplog.text and "checksum" in caplog.text and "extracting logmel again" in caplog.text
+    assert all(np.array_equal(again.arrays[c], first.arrays[c]) for c in first.arrays)
+    # The entry was rewritten: a third read uses the store without a warning.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        third = extract(LogMel(), manifest, "m", store, workers=1)
+    assert not caplog.text and np.array_equal(third.arrays["c2"], first.arrays["c2"])
+
+
+@pytest.mark.parametrize("damage", ["truncate", "zero", "middle"])
+def test_unreadable_store_files_are_named_and_recomputed(tmp_path, caplog, damage):
+    manifest = _tones(tmp_path, 3)
+    store = FeatureStore(tmp_path / "store")
+    first = extract(LogMel(), manifest, "m", store, workers=1)
+    path = store.path("logmel", LogMel().cache_key("m"))
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "zero":
+        data = bytearray(len(data))
+    else:  # bytes in the middle (page headers, offsets, values)
+        data[len(data) // 3 : len(data) // 3 + 4096] = b"\xff" * 4096
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        again = extract(LogMel(), manifest, "m", store, workers=1)
+    assert str(path) in caplog.text
+    assert all(np.array_equal(again.arrays[c], first.arrays[c]) for c in first.arrays)
