@@ -4,6 +4,7 @@ roots are reported with the file and the problem, or skipped and counted."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from mmer_bench.corpora.synthetic import Synthetic
 from mmer_bench.features.audio import AudioError, LogMel, load_audio
 from mmer_bench.features.base import FeatureExtractionError, extract
 from mmer_bench.features.store import FeatureStore
+from mmer_bench.registry import CORPORA
 
 
 def truncate(path, fraction=0.4):
@@ -54,7 +56,7 @@ def test_truncated_synthetic_wav_is_reported(tmp_path):
     corpus = Synthetic(tmp_path)
     manifest = corpus.manifest()
     victim = manifest["audio_path"][5]
-    truncate(__import__("pathlib").Path(victim))
+    truncate(Path(victim))
     manifest = corpus.manifest()
     features = extract(LogMel(), manifest, corpus.manifest_hash(manifest), FeatureStore(tmp_path / "store"), workers=1)
     clip = manifest["clip_id"][5]
@@ -112,3 +114,26 @@ def test_unreadable_store_files_are_named_and_recomputed(tmp_path, caplog, damag
         again = extract(LogMel(), manifest, "m", store, workers=1)
     assert str(path) in caplog.text
     assert all(np.array_equal(again.arrays[c], first.arrays[c]) for c in first.arrays)
+
+
+# --- case 3 (data root) and case 6 (errors name the file) ----------------------------------------
+
+@pytest.mark.parametrize("name", CORPORA.names())
+def test_a_data_root_that_does_not_exist_is_an_error_for_every_corpus(tmp_path, name):
+    from mmer_bench.corpora.base import CorpusNotFoundError
+
+    missing = tmp_path / "typo"
+    with pytest.raises(CorpusNotFoundError, match=f"data root {missing} does not exist"):
+        CORPORA.get(name)(missing).manifest()
+    assert not missing.exists()  # nothing generated there
+
+
+def test_synthetic_file_with_an_invalid_emotion_code_is_named(tmp_path):
+    from mmer_bench.corpora.base import CorpusFormatError
+
+    corpus = Synthetic(tmp_path)
+    first = Path(corpus.manifest()["audio_path"][0])
+    bad = first.with_name(first.name[:3] + "07" + first.name[5:])
+    first.rename(bad)
+    with pytest.raises(CorpusFormatError, match=f"{bad}: emotion code 07 is outside 00-05"):
+        corpus.manifest()

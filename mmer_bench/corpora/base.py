@@ -17,6 +17,8 @@ utterance.
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,24 @@ log = logging.getLogger(__name__)
 
 class CorpusNotFoundError(FileNotFoundError):
     """The data root lacks the corpus; the message says what to get and where to put it."""
+
+
+class CorpusFormatError(ValueError):
+    """A corpus file whose name or content cannot be read; the message names the file and the
+    problem. Every corpus parser raises it (or a subclass) for bad input, nothing else."""
+
+
+@contextlib.contextmanager
+def reading(path, error: type[CorpusFormatError] = CorpusFormatError):
+    """Turn what a library raises on a malformed file (a decode error, a missing key or column, a
+    bad number, HDF5's OSError) into ``error`` naming the file; a missing file stays a
+    FileNotFoundError, and the parser's own errors pass through."""
+    try:
+        yield
+    except (CorpusFormatError, FileNotFoundError):
+        raise
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, OSError, csv.Error) as exc:
+        raise error(f"{path}: cannot be read as this corpus's file ({type(exc).__name__}: {exc})") from exc
 
 
 class Corpus:
@@ -74,6 +94,11 @@ class Corpus:
         raise NotImplementedError
 
     def manifest(self) -> pd.DataFrame:
+        # Before any corpus looks inside it: a mistyped root is an error, never an empty or a
+        # freshly generated corpus.
+        if self.data_root is not None and not self.data_root.is_dir():
+            raise CorpusNotFoundError(f"{self.name}: the data root {self.data_root} does not exist or is not a folder "
+                                      "(check --data-root)")
         manifest = self.build_manifest().reset_index(drop=True)
         self.validate(manifest)
         return manifest
