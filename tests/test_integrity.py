@@ -137,3 +137,47 @@ def test_synthetic_file_with_an_invalid_emotion_code_is_named(tmp_path):
     first.rename(bad)
     with pytest.raises(CorpusFormatError, match=f"{bad}: emotion code 07 is outside 00-05"):
         corpus.manifest()
+
+
+# --- mmer describe: damaged files, --check decodes and verifies checksums ------------------------
+
+def test_describe_reports_damage_and_check_decodes_every_file_and_verifies_checksums(tmp_path, capsys):
+    import hashlib
+
+    from mmer_bench import cli
+
+    make_ravdess(tmp_path, video=False, song=False)
+    root = tmp_path / "ravdess"
+    files = sorted(root.glob("Actor_*/*.wav"))
+    (root / "SHA256SUMS").write_text("".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  ./{p.relative_to(root)}\n"
+                                             for p in files))
+    assert cli.main(["describe", "ravdess", "--data-root", str(tmp_path), "--check", "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"media check: {len(files)} files decoded, 0 with problems" in out
+    assert f"{root / 'SHA256SUMS'}: {len(files)} of {len(files)} files match" in out
+
+    cut, altered, flac = files[3], files[7], files[11]
+    truncate(cut)
+    data = bytearray(altered.read_bytes())
+    data[-200:-100] = b"\x07" * 100  # still decodes: only the checksum can tell
+    altered.write_bytes(bytes(data))
+    # A FLAC cut short: its header is fine, only decoding shows it.
+    import soundfile as sf
+
+    samples, rate = sf.read(flac)
+    flac.unlink()
+    flac = flac.with_suffix(".flac")
+    sf.write(flac, samples, rate)
+    truncate(flac, 0.5)
+
+    assert cli.main(["describe", "ravdess", "--data-root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "damaged or missing media files (headers only; --check decodes every file): 1" in out
+    assert f"{cut}: truncated: its header announces" in out and str(flac) not in out
+
+    assert cli.main(["describe", "ravdess", "--data-root", str(tmp_path), "--check", "--workers", "2"]) == 1
+    out = capsys.readouterr().out
+    assert f"media check: {len(files)} files decoded, 2 with problems" in out
+    assert f"{cut}: AudioError: the audio is truncated: its header announces" in out and f"{flac}: AudioError" in out
+    assert f"{altered}: sha256" in out and "does not match" in out
+    assert f"{files[11]}: missing" in out  # the listed WAV that became a FLAC

@@ -81,6 +81,26 @@ def declared_frames(path: str, info) -> int | None:
 
 def _riff_data_frames(path: str) -> int | None:
     """data chunk bytes / block align of a RIFF/WAVE file (None: not RIFF, or no length given)."""
+    chunk = _riff_data_chunk(path)
+    return None if chunk is None else chunk[1] // chunk[2]
+
+
+def riff_shortfall(path: str) -> str | None:
+    """Why a RIFF/WAVE file is shorter than its header says, or None; reads only the header."""
+    chunk = _riff_data_chunk(path)
+    if chunk is None:
+        return None
+    offset, size, block_align = chunk
+    held = max(0, Path(path).stat().st_size - offset)
+    if held >= size:
+        return None
+    return (f"its header announces {size} data bytes ({size // block_align} frames) but the file holds "
+            f"{held} ({held // block_align} frames)")
+
+
+def _riff_data_chunk(path: str) -> tuple[int, int, int] | None:
+    """(offset of the samples, data chunk size in bytes, block align) of a RIFF/WAVE file; None
+    when it is not one or its data chunk gives no length."""
     import struct
 
     with open(path, "rb") as handle:
@@ -94,13 +114,13 @@ def _riff_data_frames(path: str) -> int | None:
                 return None
             kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
             if kind == b"fmt ":
-                block_align = struct.unpack("<H", handle.read(16)[12:14])[0]
-                handle.seek(size - 16 + (size & 1), 1)
+                fmt = handle.read(size + (size & 1))
+                block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
             elif kind == b"data":
                 # 0 and 0xFFFFFFFF: a stream written without knowing its length.
                 if not block_align or size in (0, 0xFFFFFFFF):
                     return None
-                return size // block_align
+                return handle.tell(), size, block_align
             else:
                 handle.seek(size + (size & 1), 1)  # chunks are padded to an even size
 
