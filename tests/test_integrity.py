@@ -35,6 +35,32 @@ def test_truncated_wav_is_damage_naming_the_file_and_both_lengths(tmp_path):
         load_audio(str(path))
 
 
+def test_mp4_audio_track_cut_at_a_packet_boundary_is_damage(tmp_path):
+    """A cut between two packets decodes without an error: only the track's declared duration
+    shows that most of it is missing."""
+    import av
+
+    rate, seconds = 22050, 3.0
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as out:  # header first, as streamed files
+        track = out.add_stream("aac", rate=rate, layout="mono")
+        t = np.arange(int(seconds * rate)) / rate
+        tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+        for start in range(0, tone.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, start : start + 1024]), format="fltp",
+                                               layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            out.mux(track.encode(frame))
+        out.mux(track.encode())
+    assert abs(load_audio(str(path), rate).size - seconds * rate) < 0.05 * rate  # intact: accepted
+    with av.open(str(path)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(container.streams.audio[0]) if p.size]
+    pos, size = packets[len(packets) * 2 // 5]
+    path.write_bytes(path.read_bytes()[: pos + size])
+    with pytest.raises(AudioError, match=r"header announces 66150 frames \(3\.000 s\) but only \d+ frames \(1\.\d+ s\)"):
+        load_audio(str(path))
+
+
 def test_truncated_ravdess_wav_stops_the_run_or_is_skipped_and_counted(tmp_path):
     make_ravdess(tmp_path, video=False, song=False)
     victim = tmp_path / "ravdess" / "Actor_03" / "03-01-05-01-02-01-03.wav"
