@@ -66,6 +66,12 @@ class FANPooling(nn.Module):
 def run_rnn(rnn: nn.RNNBase, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """A batch-first (Bi)LSTM/GRU over the real frames only (packed, so the backward direction
     starts at each clip's last real frame); padded positions of the output are zero."""
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        # oneDNN has a bf16 LSTM kernel only on CPUs with AVX-512 (bf16): on AVX2-only machines
+        # autocast's bf16 input fails to build the primitive. The recurrence runs in the weights'
+        # dtype (float32 under *-mixed precision) on every CPU, so results never depend on the model.
+        with torch.autocast("cpu", enabled=False):
+            return run_rnn(rnn, x.to(next(rnn.parameters()).dtype), mask)
     packed = nn.utils.rnn.pack_padded_sequence(x, lengths(mask), batch_first=True, enforce_sorted=False)
     out, _ = rnn(packed)
     out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
