@@ -207,3 +207,22 @@ def test_describe_reports_damage_and_check_decodes_every_file_and_verifies_check
     assert f"{cut}: AudioError: the audio is truncated: its header announces" in out and f"{flac}: AudioError" in out
     assert f"{altered}: sha256" in out and "does not match" in out
     assert f"{files[11]}: missing" in out  # the listed WAV that became a FLAC
+
+
+@pytest.mark.slow
+def test_bench_on_a_truncated_synthetic_wav_stops_or_skips_and_counts(tmp_path, capsys):
+    """The issue's case 1 end to end: `mmer bench` exited 0 with n_skipped 0 on a truncated WAV."""
+    from mmer_bench import cli
+
+    manifest = Synthetic(tmp_path).manifest()
+    victim = Path(manifest["audio_path"][10])
+    truncate(victim)
+    args = ["bench", "synthetic", "--data-root", str(tmp_path), "--methods", "egemaps-mlp", "--folds", "fold0",
+            "--loggers", "csv", "--workers", "2"]
+    # The runner reports the failed job (and keeps the others) with the extraction error in it.
+    with pytest.raises((RuntimeError, FeatureExtractionError), match=f"{victim}: AudioError: the audio is truncated"):
+        cli.main([*args, "--out", str(tmp_path / "stop")])
+    assert cli.main([*args, "--out", str(tmp_path / "skip"), "--skip-missing"]) == 0
+    results = pd.read_parquet(tmp_path / "skip" / "results.parquet")
+    assert set(results["n_skipped"]) == {1}
+    assert "Clips skipped for missing or unreadable features (summed over jobs): 1" in capsys.readouterr().out
