@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,20 @@ def reading(path, error: type[CorpusFormatError] = CorpusFormatError):
         raise
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, OSError, csv.Error) as exc:
         raise error(f"{path}: cannot be read as this corpus's file ({type(exc).__name__}: {exc})") from exc
+
+
+def reads_file(error: type[CorpusFormatError] = CorpusFormatError):
+    """Decorator of a reader whose first argument is the file's path: ``reading`` around it."""
+
+    def decorate(read):
+        @functools.wraps(read)
+        def wrapper(path, *args, **kwargs):
+            with reading(path, error):
+                return read(path, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 class Corpus:

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmer_bench.corpora.base import Corpus, CorpusFormatError, CorpusNotFoundError, reading
+from mmer_bench.corpora.base import Corpus, CorpusFormatError, CorpusNotFoundError, reads_file
 from mmer_bench.protocols import Fold, LeakageError
 from mmer_bench.registry import CORPORA
 from mmer_bench.tasks import ClassificationTask
@@ -97,50 +97,50 @@ def _check_id(video_id: str, where: str) -> str:
     return video_id
 
 
+@reads_file(CExprFormatError)
 def read_labels(path: Path) -> dict[str, str]:
     """video id -> class name, from labels.csv."""
-    with reading(path, CExprFormatError):
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = [h.strip().lower() for h in next(reader, [])]
-            if "video_id" not in header or "label" not in header:
-                raise CExprFormatError(f"{path}: the header must name the columns video_id and label (found {header})")
-            col_id, col_label = header.index("video_id"), header.index("label")
-            labels: dict[str, str] = {}
-            lines: dict[str, int] = {}
-            for fields in reader:
-                where = f"{path}, line {reader.line_num}"
-                if not any(f.strip() for f in fields):
-                    continue
-                if len(fields) != len(header):
-                    raise CExprFormatError(f"{where}: {len(fields)} fields, the header has {len(header)}")
-                video = _check_id(fields[col_id], where)
-                if video in labels:
-                    raise CExprFormatError(f"{where}: video {video} is already labelled on line {lines[video]}")
-                labels[video] = parse_label(fields[col_label], where)
-                lines[video] = reader.line_num
-        if not labels:
-            raise CExprFormatError(f"{path}: the file labels no video")
-        return labels
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = [h.strip().lower() for h in next(reader, [])]
+        if "video_id" not in header or "label" not in header:
+            raise CExprFormatError(f"{path}: the header must name the columns video_id and label (found {header})")
+        col_id, col_label = header.index("video_id"), header.index("label")
+        labels: dict[str, str] = {}
+        lines: dict[str, int] = {}
+        for fields in reader:
+            where = f"{path}, line {reader.line_num}"
+            if not any(f.strip() for f in fields):
+                continue
+            if len(fields) != len(header):
+                raise CExprFormatError(f"{where}: {len(fields)} fields, the header has {len(header)}")
+            video = _check_id(fields[col_id], where)
+            if video in labels:
+                raise CExprFormatError(f"{where}: video {video} is already labelled on line {lines[video]}")
+            labels[video] = parse_label(fields[col_label], where)
+            lines[video] = reader.line_num
+    if not labels:
+        raise CExprFormatError(f"{path}: the file labels no video")
+    return labels
 
 
+@reads_file(CExprFormatError)
 def read_id_list(path: Path, known: dict[str, str]) -> list[str]:
     """The video ids of one split list, each checked against labels.csv."""
-    with reading(path, CExprFormatError):
-        ids: list[str] = []
-        seen: dict[str, int] = {}
-        for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            where = f"{path}, line {number}"
-            video = _check_id(line, where)
-            if video not in known:
-                raise CExprFormatError(f"{where}: video {video} is not in labels.csv")
-            if video in seen:
-                raise CExprFormatError(f"{where}: video {video} is already listed on line {seen[video]}")
-            seen[video] = number
-            ids.append(video)
-        return ids
+    ids: list[str] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"{path}, line {number}"
+        video = _check_id(line, where)
+        if video not in known:
+            raise CExprFormatError(f"{where}: video {video} is not in labels.csv")
+        if video in seen:
+            raise CExprFormatError(f"{where}: video {video} is already listed on line {seen[video]}")
+        seen[video] = number
+        ids.append(video)
+    return ids
 
 
 def _natural_key(path: Path):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mmer_bench.corpora.base import Corpus, CorpusFormatError, CorpusNotFoundError, reading
+from mmer_bench.corpora.base import Corpus, CorpusFormatError, CorpusNotFoundError, reads_file
 from mmer_bench.protocols import official_split
 from mmer_bench.registry import CORPORA
 from mmer_bench.tasks import ClassificationTask
@@ -140,48 +140,48 @@ def _integer(value: str, column: str, where: str) -> int:
     return number
 
 
+@reads_file(MeldFormatError)
 def parse_csv(path: Path, split: str) -> list[dict]:
     """The rows of one release CSV as manifest rows (without media paths)."""
-    with reading(path, MeldFormatError):
-        # Not str.splitlines: it would also break lines at U+0085, the first release's ellipsis byte.
-        reader = csv.reader(io.StringIO(read_release_text(path), newline=""))
-        header = [h.strip() for h in next(reader, [])]
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise MeldFormatError(f"{path}: columns {missing} are missing (found {header})")
-        col = {name: header.index(name) for name in COLUMNS}
-        rows, seen = [], {}
-        for fields in reader:
-            where = f"{path}, line {reader.line_num}"
-            if not any(f.strip() for f in fields):
-                continue  # a blank line, e.g. at the end of the file
-            if len(fields) != len(header):
-                raise MeldFormatError(f"{where}: {len(fields)} fields, the header has {len(header)} (unquoted comma?)")
-            where += f" (Sr No. {fields[col['Sr No.']]})"
-            dialogue = _integer(fields[col["Dialogue_ID"]], "Dialogue_ID", where)
-            utterance = _integer(fields[col["Utterance_ID"]], "Utterance_ID", where)
-            if (dialogue, utterance) in seen:
-                raise MeldFormatError(f"{where}: dia{dialogue}_utt{utterance} is already on line {seen[dialogue, utterance]}")
-            seen[dialogue, utterance] = reader.line_num
-            speaker = repair_text(fields[col["Speaker"]])
-            rows.append({
-                "clip_id": f"{split}_dia{dialogue}_utt{utterance}",
-                "split": split,
-                "subject": speaker,
-                "dialogue": f"{split}_{dialogue}",
-                "dialogue_id": dialogue,
-                "utterance": utterance,
-                "text": repair_text(fields[col["Utterance"]]),
-                "emotion": _label(fields[col["Emotion"]], EMOTIONS, "emotion", where),
-                "sentiment": _label(fields[col["Sentiment"]], SENTIMENTS, "sentiment", where),
-                "season": _integer(fields[col["Season"]], "Season", where),
-                "episode": _integer(fields[col["Episode"]], "Episode", where),
-                "start_time": fields[col["StartTime"]].strip(),
-                "end_time": fields[col["EndTime"]].strip(),
-            })
-        if not rows:
-            raise MeldFormatError(f"{path}: the file holds no utterances")
-        return rows
+    # Not str.splitlines: it would also break lines at U+0085, the first release's ellipsis byte.
+    reader = csv.reader(io.StringIO(read_release_text(path), newline=""))
+    header = [h.strip() for h in next(reader, [])]
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise MeldFormatError(f"{path}: columns {missing} are missing (found {header})")
+    col = {name: header.index(name) for name in COLUMNS}
+    rows, seen = [], {}
+    for fields in reader:
+        where = f"{path}, line {reader.line_num}"
+        if not any(f.strip() for f in fields):
+            continue  # a blank line, e.g. at the end of the file
+        if len(fields) != len(header):
+            raise MeldFormatError(f"{where}: {len(fields)} fields, the header has {len(header)} (unquoted comma?)")
+        where += f" (Sr No. {fields[col['Sr No.']]})"
+        dialogue = _integer(fields[col["Dialogue_ID"]], "Dialogue_ID", where)
+        utterance = _integer(fields[col["Utterance_ID"]], "Utterance_ID", where)
+        if (dialogue, utterance) in seen:
+            raise MeldFormatError(f"{where}: dia{dialogue}_utt{utterance} is already on line {seen[dialogue, utterance]}")
+        seen[dialogue, utterance] = reader.line_num
+        speaker = repair_text(fields[col["Speaker"]])
+        rows.append({
+            "clip_id": f"{split}_dia{dialogue}_utt{utterance}",
+            "split": split,
+            "subject": speaker,
+            "dialogue": f"{split}_{dialogue}",
+            "dialogue_id": dialogue,
+            "utterance": utterance,
+            "text": repair_text(fields[col["Utterance"]]),
+            "emotion": _label(fields[col["Emotion"]], EMOTIONS, "emotion", where),
+            "sentiment": _label(fields[col["Sentiment"]], SENTIMENTS, "sentiment", where),
+            "season": _integer(fields[col["Season"]], "Season", where),
+            "episode": _integer(fields[col["Episode"]], "Episode", where),
+            "start_time": fields[col["StartTime"]].strip(),
+            "end_time": fields[col["EndTime"]].strip(),
+        })
+    if not rows:
+        raise MeldFormatError(f"{path}: the file holds no utterances")
+    return rows
 
 
 def find_root(data_root: Path) -> Path:

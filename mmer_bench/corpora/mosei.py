@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from mmer_bench.corpora.base import Corpus, CorpusFormatError, CorpusNotFoundError, reading
+from mmer_bench.corpora.base import Corpus, CorpusFormatError, CorpusNotFoundError, reading, reads_file
 from mmer_bench.protocols import LeakageError, official_split
 from mmer_bench.registry import CORPORA
 from mmer_bench.tasks import MOSEI_EMOTIONS, IntensityTask, SentimentTask
@@ -121,44 +121,44 @@ def segment_id(video: str, index: int) -> str:
     return f"{video}[{index}]"
 
 
+@reads_file(CsdFormatError)
 def read_label_segments(path: Path) -> pd.DataFrame:
     """One row per labelled interval of the Labels sequence: video, index, start, end, labels."""
-    with reading(path, CsdFormatError):
-        rows = []
-        with ComputationalSequence(path) as labels:
-            for video in labels.videos():
-                features, intervals = labels.get(video)
-                if features.shape[1] != len(LABEL_COLUMNS):
-                    raise CsdFormatError(f"{path}: {video} has {features.shape[1]} label columns, expected "
-                                         f"{len(LABEL_COLUMNS)} ({', '.join(LABEL_COLUMNS)})")
-                for index, ((start, end), values) in enumerate(zip(intervals, features)):
-                    rows.append({"video": video, "index": index, "start": float(start), "end": float(end),
-                                 **dict(zip(LABEL_COLUMNS, values.astype(float)))})
-        return pd.DataFrame(rows)
+    rows = []
+    with ComputationalSequence(path) as labels:
+        for video in labels.videos():
+            features, intervals = labels.get(video)
+            if features.shape[1] != len(LABEL_COLUMNS):
+                raise CsdFormatError(f"{path}: {video} has {features.shape[1]} label columns, expected "
+                                     f"{len(LABEL_COLUMNS)} ({', '.join(LABEL_COLUMNS)})")
+            for index, ((start, end), values) in enumerate(zip(intervals, features)):
+                rows.append({"video": video, "index": index, "start": float(start), "end": float(end),
+                             **dict(zip(LABEL_COLUMNS, values.astype(float)))})
+    return pd.DataFrame(rows)
 
 
+@reads_file(CsdFormatError)
 def read_csv_segments(path: Path) -> pd.DataFrame:
     """Segments of ``CMU_MOSEI_Labels.csv``: no emotion labels, quantised sentiment (label7)."""
-    with reading(path, CsdFormatError):
-        table = pd.read_csv(path, index_col=0)
-        frame = table.rename(columns={"file": "video"})[["video", "index", "start", "end"]].copy()
-        frame["sentiment"] = table["label7"].astype(float)
-        for emotion in MOSEI_EMOTIONS:
-            frame[emotion] = np.nan
-        return frame
+    table = pd.read_csv(path, index_col=0)
+    frame = table.rename(columns={"file": "video"})[["video", "index", "start", "end"]].copy()
+    frame["sentiment"] = table["label7"].astype(float)
+    for emotion in MOSEI_EMOTIONS:
+        frame[emotion] = np.nan
+    return frame
 
 
+@reads_file(CsdFormatError)
 def read_folds(path: Path) -> dict[str, str]:
     """video -> train / val / test from the SDK's standard folds; a video in two folds is an error."""
-    with reading(path, CsdFormatError):
-        folds = json.loads(path.read_text())["folds"]
-        part_of: dict[str, str] = {}
-        for name, videos in folds.items():
-            for video in videos:
-                if video in part_of and part_of[video] != SPLIT_NAMES[name]:
-                    raise LeakageError(f"{path}: video {video} is in both {part_of[video]} and {SPLIT_NAMES[name]}")
-                part_of[video] = SPLIT_NAMES[name]
-        return part_of
+    folds = json.loads(path.read_text())["folds"]
+    part_of: dict[str, str] = {}
+    for name, videos in folds.items():
+        for video in videos:
+            if video in part_of and part_of[video] != SPLIT_NAMES[name]:
+                raise LeakageError(f"{path}: video {video} is in both {part_of[video]} and {SPLIT_NAMES[name]}")
+            part_of[video] = SPLIT_NAMES[name]
+    return part_of
 
 
 @CORPORA.register("mosei")
