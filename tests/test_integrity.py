@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_ravdess, write_tone
+from fixtures.media import write_tone
+from fixtures.ravdess import make_ravdess
 
-from mmer_bench.corpora.base import CorpusDataModule
 from mmer_bench.corpora.ravdess import Ravdess
 from mmer_bench.corpora.synthetic import Synthetic
+from mmer_bench.data import CorpusDataModule
 from mmer_bench.features.audio import AudioError, LogMel, load_audio
 from mmer_bench.features.base import FeatureExtractionError, extract
 from mmer_bench.features.store import FeatureStore
