@@ -68,7 +68,39 @@ def cmd_describe(args) -> int:
         print(f"  {modalities.get(column, column)} ({column}): {present} of {len(manifest)} clips")
     for line in corpus.describe_extra(manifest, folds):
         print(line)
-    return 0
+    return _describe_files(corpus, manifest, args)
+
+
+def _describe_files(corpus, manifest, args) -> int:
+    """Damaged media (headers only; every file decoded with --check) and, with --check, the
+    checksum lists beside the corpus. Exit status 1 when anything is wrong."""
+    from mmer_bench import integrity
+
+    found = integrity.quick_problems(manifest)
+    if not args.check:
+        print(f"damaged or missing media files (headers only; --check decodes every file): {len(found)}")
+        problems = list(found.values())
+    else:
+        decoded, decode_problems = integrity.decode_problems(manifest, args.workers)
+        found.update(decode_problems)  # one line per file: decoding says more than the header
+        print(f"media check: {decoded} files decoded, {len(found)} with problems")
+        problems = list(found.values())
+        paths = [p for _, p in integrity.media_files(manifest)]
+        folders = [Path(os.path.commonpath(paths))] if paths else []
+        if corpus.data_root is not None:
+            folders += [corpus.data_root / corpus.name, corpus.data_root]
+        lists = integrity.checksum_lists(f for f in folders if f.is_dir())
+        if not lists:
+            print("checksums: no checksum list (SHA256SUMS, MD5SUMS) beside the corpus")
+        for listing in lists:
+            listed, mismatches = integrity.checksum_problems(listing)
+            print(f"checksums: {listing}: {listed - len(mismatches)} of {listed} files match")
+            problems += mismatches
+    for line in problems[:50]:
+        print(f"  {line}")
+    if len(problems) > 50:
+        print(f"  ... and {len(problems) - 50} more")
+    return 1 if problems else 0
 
 
 def cmd_extract(args) -> int:
@@ -264,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("describe", help="summarise a corpus under a data root")
     p.add_argument("corpus")
     p.add_argument("--data-root")
+    p.add_argument("--check", action="store_true",
+                   help="decode every media file and verify the checksum lists beside the corpus; exit 1 on any problem")
+    p.add_argument("--workers", type=int, help="decoding processes for --check (default: all cores)")
     p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser("extract", help="extract features into the store")

@@ -12,7 +12,18 @@ from mmer_bench.results import summarize
 
 METRIC_TITLES = {"accuracy": "Accuracy", "uar": "UAR", "macro_f1": "Macro-F1", "weighted_f1": "Weighted-F1",
                  "mae": "MAE", "wa": "Mean wA", "f1": "Mean F1", "acc2": "Acc2", "acc2_nonzero": "Acc2 (non-0)",
-                 "acc7": "Acc7", "f1_2": "F1 (2-class)", "corr": "Pearson r"}
+                 "acc7": "Acc7", "f1_2": "F1 (2-class)", "corr": "Pearson r", "acc5": "Acc5",
+                 "f1_nonzero": "F1 (non-0)"}
+# What each F1 column means: papers report several F1s under one name, so every table says which.
+F1_DEFINITIONS = {
+    "macro_f1": "Macro-F1: the unweighted mean of the per-class F1 scores",
+    "weighted_f1": "Weighted-F1: the per-class F1 scores weighted by each class's number of test clips",
+    "f1": "Mean F1: per emotion, the binary F1 of \"present\" (intensity > 0) against absent, averaged over "
+          "the emotions (not the weighted F1 that some papers report)",
+    "f1_2": "F1 (2-class): weighted F1 of negative (< 0) vs non-negative (>= 0), every clip",
+    "f1_nonzero": "F1 (non-0): weighted F1 of negative (< 0) vs positive (> 0), over the clips whose label "
+                  "is not 0 (the standard CMU-MOSI/MOSEI evaluation)",
+}
 # Scores on their own scale (errors, correlations): shown as they are, not as percentages.
 RAW_PREFIXES = ("mae", "corr")
 
@@ -128,6 +139,8 @@ def markdown_lines(results, corpus, provenance, verdicts=None, page=None):
         f"- Command: `{provenance.get('command', '')}`",
         f"- Commit: {provenance.get('git_commit', '')}; generated {provenance.get('generated_at', '')}",
     ]
+    shown = [m for task in corpus.tasks for m in (task.report_metrics or corpus.report_metrics)]
+    lines += [f"- {F1_DEFINITIONS[m]}" for m in dict.fromkeys(shown) if m in F1_DEFINITIONS]
     if page:
         lines.append(f"- Plots, per-run scores, confusion matrices, calibration: [{page}]({page})")
     notes: list[str] = []

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mmer_bench.features.store import FeatureSet, FeatureStore, stable_hash
+from mmer_bench.features.store import FeatureSet, FeatureStore, StoreEntryError, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +119,17 @@ def extract(
     store: FeatureStore,
     workers: int | None = None,
 ) -> FeatureSet:
-    """Return the extractor's features for the manifest, extracting them only if not stored."""
+    """Return the extractor's features for the manifest, extracting them only if not stored.
+
+    A stored entry that is unreadable or fails its checksums is never used: it is logged with its
+    path and extracted again (the rewrite replaces the damaged file atomically).
+    """
     key = extractor.cache_key(manifest_hash)
     if store.has(extractor.name, key):
-        return store.read(extractor.name, key)
+        try:
+            return store.read(extractor.name, key)
+        except StoreEntryError as exc:
+            log.warning("%s; extracting %s again", exc, extractor.name)
     workers = workers or default_workers()
     if type(extractor).extract_many is Extractor.extract_many:
         stream = extractor.iter_results(manifest, workers)  # written while later clips are extracted
