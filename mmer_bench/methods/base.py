@@ -35,6 +35,10 @@ class EmotionRecognizer(L.LightningModule):
     scaling: ClassVar[dict[str, str]] = {}
     # True: batches of whole conversations (corpora/base.py), only on corpora that have them.
     reads_dialogues: ClassVar[bool] = False
+    # True: the method takes batches in which some inputs are absent (a removed modality, see
+    # methods/layers.present) and its docstring says what it does then. False: a condition that
+    # removes one of its inputs is reported "n/a" for it, never scored on placeholder zeros.
+    handles_absent_inputs: ClassVar[bool] = False
     # Published results to show beside ours: {corpus: {"accuracy": 60.22, "source": "..."}}.
     paper: ClassVar[dict[str, dict]] = {}
     # Defaults of the training recipe; a method overrides what its paper used and the
@@ -64,6 +68,9 @@ class EmotionRecognizer(L.LightningModule):
         # Batch augmentations (methods/augment.py), training steps only.
         "mixup": 0.0,  # Beta(alpha, alpha) mixup of inputs and targets; 0 = off
         "specaugment": None,  # None | True | {time_masks, time_width, freq_masks, freq_width, inputs}
+        # Training-time modality dropout: each modality of a clip absent with this probability
+        # (methods that handle absent inputs only; see augment.modality_dropout).
+        "modality_dropout": 0.0,
     }
 
     def __init__(self, tasks: tuple[Task, ...], input_dims: dict[str, int],
@@ -83,6 +90,9 @@ class EmotionRecognizer(L.LightningModule):
             # Inverse-frequency weights, normalised to mean 1 (used when class_weighted is set).
             weights = counts.sum() / (counts.clamp(min=1) * len(counts))
             self.register_buffer(f"class_weights_{task.name}", weights, persistent=False)
+        if self.hp["modality_dropout"] and not (self.handles_absent_inputs and len(self.modality_groups()) > 1):
+            raise ValueError(f"{type(self).__name__}: modality_dropout needs a method with inputs of two or more "
+                             "modalities that handles absent inputs (handles_absent_inputs)")
         self.build()
         # A pretrained submodule (transformers' from_pretrained) arrives in eval mode, and Lightning
         # keeps each submodule's mode: without this its dropout would stay off while training.
@@ -94,6 +104,19 @@ class EmotionRecognizer(L.LightningModule):
     @classmethod
     def hparam_defaults(cls) -> dict:
         return {**cls.base_defaults, **cls.defaults}
+
+    @classmethod
+    def modality_groups(cls) -> dict[str, list[str]]:
+        """Modality (speech, face, text) -> the method's input names that carry it."""
+        from mmer_bench.features.perturb import SOURCE_MODALITY
+        from mmer_bench.registry import EXTRACTORS
+
+        groups: dict[str, list[str]] = {}
+        for name, extractor in cls.inputs.items():
+            source = EXTRACTORS.get(extractor)
+            modality = getattr(source, "modality", None) or SOURCE_MODALITY.get(source.source_column, name)
+            groups.setdefault(modality, []).append(name)
+        return groups
 
     # --- what a method implements -------------------------------------------------------
     def build(self) -> None:
@@ -127,6 +150,8 @@ class EmotionRecognizer(L.LightningModule):
             batch = augment.spec_augment(batch, **options)
         if self.hp["mixup"]:
             batch = augment.mixup(batch, self.tasks, self.hp["mixup"])
+        if self.hp["modality_dropout"]:
+            batch = augment.modality_dropout(batch, self.modality_groups(), self.hp["modality_dropout"])
         return batch
 
     def training_step(self, batch, batch_idx):

@@ -131,7 +131,12 @@ class Luna2022Wav2Vec2FT(EmotionRecognizer):
 @METHODS.register("luna2022-fusion")
 class Luna2022Fusion:
     """Late fusion of the posteriors of other methods of the same run (not a network: the
-    runner trains it on the training clips' posteriors after the fused methods' jobs)."""
+    runner trains it on the training clips' posteriors after the fused methods' jobs).
+
+    Under a robustness condition (mmer_bench/robustness.py) it fuses the sources' test
+    posteriors under that condition; a source that is "n/a" there (its modality removed) is left
+    out and the logistic regression is refitted on the training posteriors of the sources still
+    present, so with the audio removed it falls back to the facial sources alone."""
 
     is_fusion = True
     inputs: ClassVar[dict[str, str]] = {}
