@@ -19,7 +19,9 @@ a removed modality arrives as an absent input (all-false mask). The rules:
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -122,3 +124,209 @@ def stack_condition(task, sources: dict[str, tuple[str, pd.DataFrame, pd.DataFra
     probs = fuse(train, train_labels.loc[train.index].to_numpy(), test, C=C, seed=seed)
     reason = f"fuses {sorted(kept)}" + (f"; refitted without {dropped} (n/a)" if dropped else "")
     return SCORED, reason, probs, list(test.index)
+
+
+# --- a run's finished jobs under every condition (`mmer robustness RUN_DIR`) -------------------
+ROBUSTNESS_FILE = "robustness.parquet"  # per job folder and, merged, per run
+CONDITION_PREDICTIONS = "robustness_predictions.parquet"  # per job: test posteriors per condition
+EXTRA_COLUMNS = ["condition", "condition_version", "status", "reason"]
+
+
+def _job_dirs(run_dir: Path) -> list[Path]:
+    return [d for d in sorted(run_dir.glob("jobs/*/*")) if (d / "DONE").exists() and (d / "job.json").exists()]
+
+
+def _load_context(job_dir: Path, data_root: str | None, cache: dict):
+    """(job details, corpus, manifest, fold, the fold its scalers were fitted on, store)."""
+    from mmer_bench.features.store import FeatureStore
+    from mmer_bench.protocols import Fold
+    from mmer_bench.registry import CORPORA
+
+    details = json.loads((job_dir / "job.json").read_text())
+    run = details.get("run")
+    if run is None:
+        raise RobustnessError(f"{job_dir}: job.json has no run settings (a job from before `mmer robustness` "
+                              "existed): re-run the benchmark into a new --out")
+    root = data_root if data_root is not None else run["data_root"]
+    key = (run["corpus"], root, json.dumps(run["corpus_options"], sort_keys=True))
+    if key not in cache:
+        corpus = CORPORA.get(run["corpus"])(root, **run["corpus_options"])
+        manifest = corpus.manifest()
+        cache[key] = (corpus, manifest, {f.name: f for f in corpus.plan(manifest)})
+    corpus, manifest, folds = cache[key]
+    fold_name = job_dir.name.rsplit("-seed", 1)[0]
+    fold = folds[fold_name]
+    trained = Fold(fold.name, fold.train + fold.val, fold.val, fold.test, fold.info) \
+        if details.get("trained_on") == "train+val" else fold
+    store = FeatureStore(Path(run["cache_dir"]) / "features" if run.get("cache_dir") else None)
+    return details, corpus, manifest, fold, trained, store
+
+
+class RobustnessError(RuntimeError):
+    """A run cannot be scored under conditions; the message names the job folder and why."""
+
+
+def _provenance(job_dir: Path) -> dict:
+    results = pd.read_parquet(job_dir / "results.parquet")
+    first = results.iloc[0].to_dict()
+    return {k: v for k, v in first.items() if k not in ("split", "task", "metric", "value")}
+
+
+def _rows(key: dict, condition: Condition, status: str, reason: str, tasks, predictions: dict | None) -> list[dict]:
+    base = {**key, "split": "test", "condition": condition.name, "condition_version": condition.version,
+            "status": status, "reason": reason}
+    if predictions is None:
+        return [{**base, "task": t.name, "metric": None, "value": float("nan")} for t in tasks]
+    return [{**base, "task": t.name, "metric": metric, "value": value}
+            for t in tasks for metric, value in t.scores(predictions[t.name]["probs"], predictions[t.name]["target"]).items()]
+
+
+def _done(job_dir: Path) -> set[tuple[str, str]]:
+    path = job_dir / ROBUSTNESS_FILE
+    if not path.exists():
+        return set()
+    table = pd.read_parquet(path, columns=["condition", "condition_version"])
+    return set(zip(table["condition"], table["condition_version"]))
+
+
+def _append(job_dir: Path, rows: list[dict], preds: list[pd.DataFrame]) -> None:
+    from mmer_bench.results import write_parquet
+
+    for name, new in ((ROBUSTNESS_FILE, pd.DataFrame(rows)), (CONDITION_PREDICTIONS, pd.concat(preds) if preds else None)):
+        if new is None or new.empty:
+            continue
+        path = job_dir / name
+        old = pd.read_parquet(path) if path.exists() else None
+        write_parquet(pd.concat([old, new], ignore_index=True) if old is not None else new, path)
+
+
+def score_training_job(job_dir: Path, conditions: list[Condition], data_root: str | None = None,
+                       workers: int | None = None, cache: dict | None = None) -> int:
+    """Score one finished training job under the conditions it has not been scored under;
+    returns how many conditions were added. Results go to the job's robustness.parquet."""
+    import torch
+
+    from mmer_bench.registry import METHODS
+    from mmer_bench.runner import CHECKPOINT, reads_dialogues
+
+    todo = [c for c in conditions if (c.name, c.version) not in _done(job_dir)]
+    if not todo:
+        return 0
+    details, corpus, manifest, fold, trained, store = _load_context(job_dir, data_root, {} if cache is None else cache)
+    method = job_dir.parent.name
+    cls = METHODS.get(method)
+    checkpoint = job_dir / CHECKPOINT
+    if not checkpoint.exists():
+        raise RobustnessError(f"{job_dir}: no {CHECKPOINT} (the job finished before checkpoints were kept): "
+                              "re-run the benchmark into a new --out")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model = cls(corpus.tasks, state["input_dims"], state["class_counts"], **details["hparams"])
+    model.load_state_dict(state["state_dict"])
+    inputs = details["run"]["inputs"]
+    params = {f["extractor"]: {k: v for k, v in f.items() if k != "extractor"} for f in details["features"].values()}
+    key = {**_provenance(job_dir), "corpus": corpus.name, "method": method, "fold": fold.name,
+           "seed": int(job_dir.name.rsplit("-seed", 1)[1])}
+    rows, preds = [], []
+    for condition in todo:
+        status, reason, predictions = evaluate_condition(
+            model, corpus, manifest, trained, inputs, cls.scaling, store, condition,
+            batch_size=details["hparams"].get("batch_size", 32), extractor_params=params,
+            skip_missing=details["run"]["skip_missing"], workers=workers, dialogues=reads_dialogues(cls))
+        log.info("%s %s: %s (%s)", job_dir.relative_to(job_dir.parent.parent.parent), condition.name, status, reason)
+        rows += _rows(key, condition, status, reason, corpus.tasks, predictions)
+        for task, p in (predictions or {}).items():
+            preds.append(pd.DataFrame({"condition": condition.name, "task": task, "clip_id": p["clip_id"],
+                                       "probs": list(np.asarray(p["probs"], np.float32)),
+                                       "target": np.asarray(p["target"]).tolist()}))
+    _append(job_dir, rows, preds)
+    return len(todo)
+
+
+def score_stacking_job(job_dir: Path, conditions: list[Condition], data_root: str | None = None,
+                       cache: dict | None = None) -> int:
+    """A stacking job under each condition, from its sources' records (see ``stack_condition``)."""
+    todo = [c for c in conditions if (c.name, c.version) not in _done(job_dir)]
+    if not todo:
+        return 0
+    details = json.loads((job_dir / "job.json").read_text())
+    run_jobs = job_dir.parent.parent
+    sources = {s: run_jobs / s / job_dir.name for s in details["fused"]}
+    _, corpus, manifest, fold, _, _ = _load_context(next(iter(sources.values())), data_root, {} if cache is None else cache)
+    task = corpus.tasks[0]
+    labels = manifest.set_index("clip_id")[task.name]
+    clean = {s: pd.read_parquet(d / "predictions.parquet") for s, d in sources.items()}
+    rob = {s: pd.read_parquet(d / ROBUSTNESS_FILE) if (d / ROBUSTNESS_FILE).exists() else None for s, d in sources.items()}
+    rob_preds = {s: pd.read_parquet(d / CONDITION_PREDICTIONS) if (d / CONDITION_PREDICTIONS).exists() else None
+                 for s, d in sources.items()}
+
+    def frame(rows):
+        return pd.DataFrame(np.stack(rows["probs"].to_numpy()), columns=list(task.classes)).assign(
+            clip_id=rows["clip_id"].to_numpy())
+
+    method = job_dir.parent.name
+    key = {**_provenance(job_dir), "corpus": corpus.name, "method": method, "fold": fold.name,
+           "seed": int(job_dir.name.rsplit("-seed", 1)[1])}
+    C = details["hparams"].get("C", 1.0)
+    rows, preds = [], []
+    for condition in todo:
+        inputs = {}
+        for s in sources:
+            table = clean[s]
+            train = frame(table[(table["split"] == "train") & (table["task"] == task.name)])
+            mine = rob[s][rob[s]["condition"] == condition.name] if rob[s] is not None else pd.DataFrame()
+            if mine.empty:
+                raise RobustnessError(f"{sources[s]}: not scored under {condition.name} yet (score the training "
+                                      "jobs before the stacking jobs)")
+            status = mine["status"].iloc[0]
+            if status == SCORED:
+                p = rob_preds[s]
+                test = frame(p[(p["condition"] == condition.name) & (p["task"] == task.name)])
+            elif status == UNAFFECTED:
+                test = frame(table[(table["split"] == "test") & (table["task"] == task.name)])
+            else:
+                test = None
+            inputs[s] = (status, train, test)
+        if any(v[0] == NOT_APPLICABLE for v in inputs.values()):
+            status, reason, probs, ids = NOT_APPLICABLE, "a fused source cannot take this condition", None, []
+        else:
+            status, reason, probs, ids = stack_condition(task, inputs, labels, C=C, seed=key["seed"])
+        predictions = ({task.name: {"clip_id": ids, "probs": probs, "target": labels.loc[ids].to_numpy()}}
+                       if probs is not None else None)
+        rows += _rows(key, condition, status, reason, [task], predictions)
+        if predictions:
+            preds.append(pd.DataFrame({"condition": condition.name, "task": task.name, "clip_id": ids,
+                                       "probs": list(np.asarray(probs, np.float32)),
+                                       "target": labels.loc[ids].to_numpy().tolist()}))
+    _append(job_dir, rows, preds)
+    return len(todo)
+
+
+def default_conditions(run_dir: Path) -> list[Condition]:
+    """Every condition (a condition that touches no method of the run only adds 'unaffected' rows)."""
+    return list(perturb.CONDITIONS.values())
+
+
+def score_run(run_dir: str | Path, conditions: list[str] | None = None, data_root: str | None = None,
+              workers: int | None = None) -> pd.DataFrame:
+    """Score every finished job of a run under the conditions (training jobs first, then the
+    stacking jobs that read them) and merge the records into RUN_DIR/robustness.parquet."""
+    from mmer_bench.results import write_parquet
+
+    run_dir = Path(run_dir)
+    chosen = [perturb.get_condition(c) for c in conditions] if conditions else default_conditions(run_dir)
+    jobs = _job_dirs(run_dir)
+    if not jobs:
+        raise RobustnessError(f"{run_dir}: no finished job (jobs/<method>/<fold>-seed<seed>/DONE)")
+    cache: dict = {}
+    stacking = [d for d in jobs if "fused" in json.loads((d / "job.json").read_text())]
+    for d in jobs:
+        if d not in stacking:
+            score_training_job(d, chosen, data_root, workers, cache)
+    for d in stacking:
+        score_stacking_job(d, chosen, data_root, cache)
+    frames = [pd.read_parquet(d / ROBUSTNESS_FILE) for d in jobs if (d / ROBUSTNESS_FILE).exists()]
+    merged = pd.concat(frames, ignore_index=True)
+    wanted = {(c.name, c.version) for c in chosen}
+    merged = merged[[(c, v) in wanted for c, v in zip(merged["condition"], merged["condition_version"])]]
+    write_parquet(merged.reset_index(drop=True), run_dir / ROBUSTNESS_FILE)
+    return merged

@@ -35,6 +35,7 @@ from mmer_bench.protocols import Fold
 from mmer_bench.registry import CORPORA, EXTRACTORS, METHODS
 from mmer_bench.report import leaderboard_markdown
 from mmer_bench.results import write_parquet, write_text
+from mmer_bench.robustness_report import robustness_section
 
 log = logging.getLogger(__name__)
 # Lightning announces hardware and tips at INFO for every Trainer: one line per job is enough.
@@ -181,6 +182,18 @@ def predict_fold(model, dm: CorpusDataModule, fold: Fold) -> dict[str, dict]:
                 "target": np.array([clips[c][1] for c in kept]),
             }
     return out
+
+
+CHECKPOINT = "model.pt"
+
+
+def save_checkpoint(model, dm: CorpusDataModule, path: Path) -> None:
+    """The model's weights with what rebuilds it (input sizes, training class counts)."""
+    counts = {t.name: dm.class_counts(t.name).tolist() for t in model.tasks if t.kind == "classification"}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "input_dims": dm.input_dims(), "class_counts": counts}, tmp)
+    os.replace(tmp, path)
 
 
 def move_to(batch, device):
@@ -332,6 +345,9 @@ class Runner:
             return
         predictions = predict_fold(model, dm, fold)
         n_params = sum(p.numel() for p in model.parameters())
+        # The selected (or refit) weights: `mmer robustness` scores them under test-time conditions.
+        save_checkpoint(model, dm, job_dir / CHECKPOINT)
+        info["trained_on"] = "train+val" if hp["refit"] else "train"
         self.write_job(method, fold, seed, job_dir, config_hash, predictions, n_params, dm, started, info)
 
     def monitor(self, hp: dict) -> tuple[str, str]:
@@ -441,7 +457,10 @@ class Runner:
         confusions = {t: tasks[t].confusion(p["probs"], p["target"]) for t, p in test.items()}
         features = {name: {"extractor": e, **self.cfg.features.get(e, {})}
                     for name, e in (dm.inputs.items() if dm else [])}
-        details = {**provenance, **info, "hparams": self.hparams(method), "features": features,
+        run = {"corpus": self.corpus.name, "data_root": self.cfg.data_root, "corpus_options": self.cfg.corpus_options,
+               "inputs": dict(dm.inputs) if dm else {}, "skip_missing": self.cfg.skip_missing,
+               "cache_dir": self.cfg.cache_dir}
+        details = {**provenance, **info, "hparams": self.hparams(method), "features": features, "run": run,
                    "test_confusion": confusions,
                    "skipped": dm.skipped if dm else {}, "fold_info": fold.info}
         write_text(job_dir / "job.json", json.dumps(details, indent=1, default=str))
@@ -461,7 +480,9 @@ class Runner:
         # Jobs resumed across commits: name every commit that produced a row.
         provenance = {"command": self.cfg.command, "git_commit": ", ".join(sorted(results["git_commit"].unique())),
                       "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        markdown = leaderboard_markdown(results, self.corpus, provenance)
+        # Robustness scores of an earlier `mmer robustness` stay in the table (mmer_bench/robustness_report.py).
+        markdown = leaderboard_markdown(results, self.corpus, provenance) + robustness_section(
+            self.out, results, self.corpus, self.cfg.publish)
         write_text(self.out / "leaderboard.md", markdown)
         if self.cfg.publish:
             publish = Path(self.cfg.publish)
