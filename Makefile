@@ -8,6 +8,7 @@ DATA_ROOT ?=
 METHODS ?=
 OUT ?= runs/$(DATASET)
 BENCH_ARGS ?=
+ROBUSTNESS ?= 1
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
@@ -27,6 +28,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 bench: setup
 	$(PY) -m mmer_bench.cli bench $(DATASET) --out $(OUT) --publish leaderboard \
 		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(METHODS),--methods $(METHODS)) $(BENCH_ARGS)
+	$(if $(filter 1,$(ROBUSTNESS)),$(PY) -m mmer_bench.cli robustness $(OUT) --publish leaderboard \
+		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)))
 
 test: setup
 	$(PY) -m pytest -q
