@@ -308,8 +308,8 @@ def default_conditions(run_dir: Path) -> list[Condition]:
 
 def score_run(run_dir: str | Path, conditions: list[str] | None = None, data_root: str | None = None,
               workers: int | None = None) -> pd.DataFrame:
-    """Score every finished job of a run under the conditions (training jobs first, then the
-    stacking jobs that read them) and merge the records into RUN_DIR/robustness.parquet."""
+    """Score every finished job of a run under the conditions it lacks (training jobs first, then
+    the stacking jobs that read them) and merge every job's records into RUN_DIR/robustness.parquet."""
     from mmer_bench.results import write_parquet
 
     run_dir = Path(run_dir)
@@ -324,9 +324,11 @@ def score_run(run_dir: str | Path, conditions: list[str] | None = None, data_roo
             score_training_job(d, chosen, data_root, workers, cache)
     for d in stacking:
         score_stacking_job(d, chosen, data_root, cache)
+    # Every condition the jobs were scored under (earlier calls with other --conditions too), in
+    # its current version: records of a condition since changed are left out, not mixed in.
     frames = [pd.read_parquet(d / ROBUSTNESS_FILE) for d in jobs if (d / ROBUSTNESS_FILE).exists()]
     merged = pd.concat(frames, ignore_index=True)
-    wanted = {(c.name, c.version) for c in chosen}
-    merged = merged[[(c, v) in wanted for c, v in zip(merged["condition"], merged["condition_version"])]]
+    current = {(c.name, c.version) for c in perturb.CONDITIONS.values()}
+    merged = merged[[(c, v) in current for c, v in zip(merged["condition"], merged["condition_version"])]]
     write_parquet(merged.reset_index(drop=True), run_dir / ROBUSTNESS_FILE)
     return merged

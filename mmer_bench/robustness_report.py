@@ -132,8 +132,8 @@ def robustness_markdown(rob: pd.DataFrame, results: pd.DataFrame, corpus, plots:
         header = ["Method", *[f"{n}: relative" for n in names], *[f"{n}: effective" for n in names if stacker]]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         scale = 1 if raw else 100
-        for method in methods:
-            row = summary.get(method, {})
+        for method in [m for m in methods if m in summary]:
+            row = summary[method]
             cells = [method]
             cells += [f"{scale * row[n][0]:.2f}" if n in row else "" for n in names]
             if stacker:

@@ -286,3 +286,16 @@ def test_stacker_falls_back_to_the_sources_it_still_has():
                      align({"face": face[2]}, task.classes, "t"))
     np.testing.assert_allclose(probs, only_face)
     assert stack_condition(task, {"speech": (NA, speech_train, None)}, labels)[0] == NA
+
+
+def test_multibench_relative_and_effective_robustness():
+    from mmer_bench.robustness_report import effective_robustness, relative_robustness
+
+    assert relative_robustness([0.8, 0.8, 0.8, 0.8, 0.8]) == pytest.approx(0.8)
+    # Trapezoids over levels 0, 0.5, 1: (0.9 + 0.7) / 4 + (0.7 + 0.3) / 4.
+    assert relative_robustness([0.9, 0.7, 0.3]) == pytest.approx(0.65)
+    reference = [0.9, 0.7, 0.3]
+    assert effective_robustness(reference, reference) == pytest.approx(0.0)
+    # Same drop as the reference from a lower clean score: 0; a slower drop: positive.
+    assert effective_robustness([0.6, 0.4, 0.0], reference) == pytest.approx(0.0)
+    assert effective_robustness([0.6, 0.55, 0.5], reference) == pytest.approx(0.15 + 0.5)
