@@ -73,8 +73,8 @@ class ConditionDataModule(CorpusDataModule):
 def condition_status(method_cls, inputs: dict[str, str], condition: Condition,
                      extractor_params: dict[str, dict] | None = None) -> tuple[str, str]:
     """(status, reason) of a trained method under a condition, before anything is computed."""
-    params = extractor_params or {}
-    hit = [name for name, e in inputs.items() if perturb.applies(condition, EXTRACTORS.get(e)(**params.get(e, {})))]
+    # The extractor classes declare their source: nothing is built (some load models when built).
+    hit = [name for name, e in inputs.items() if perturb.applies(condition, EXTRACTORS.get(e))]
     if not hit:
         return UNAFFECTED, f"reads no {condition.modality} input"
     if condition.removes:
