@@ -17,7 +17,7 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def cmd_list(args) -> int:
-    from mmer_bench.registry import CORPORA, EXTRACTORS, METHODS
+    from mmer_bench.registry import CORPORA, EXTRACTORS, METHODS, STACKERS
 
     print("corpora:")
     for name, cls in CORPORA.items():
@@ -25,8 +25,11 @@ def cmd_list(args) -> int:
         print(f"  {name:24s} {tasks}; {cls.protocol}")
     print("methods:")
     for name, cls in METHODS.items():
-        needs = ", ".join(sorted(set(cls.inputs.values()))) or "posteriors of other methods"
-        print(f"  {name:24s} consumes {needs}")
+        print(f"  {name:24s} consumes {', '.join(sorted(set(cls.inputs.values())))}")
+    print("stackers:")
+    for name, cls in STACKERS.items():
+        summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"  {name:24s} fuses the posteriors of other methods of the run: {summary}")
     print("extractors:")
     for name, cls in EXTRACTORS.items():
         print(f"  {name:24s} {cls.kind} from {cls.source_column}")
@@ -84,15 +87,17 @@ def cmd_extract(args) -> int:
     return 0
 
 
-def load_benchmark_config(path: str | None, corpus: str) -> dict:
-    import yaml
+def load_benchmark_config(path: str | None, corpus: str):
+    """The benchmark YAML (``--config``, else benchmarks/CORPUS.yaml when it exists), checked
+    against settings.BenchFile; returns (BenchFile, its path or None)."""
+    from mmer_bench.settings import BenchFile, load_bench_file
 
     candidate = Path(path) if path else Path("benchmarks") / f"{corpus}.yaml"
     if path and not candidate.exists():
         raise FileNotFoundError(f"benchmark config {candidate} does not exist")
     if not candidate.exists():
-        return {}
-    return yaml.safe_load(candidate.read_text()) or {}
+        return BenchFile(), None
+    return load_bench_file(candidate), str(candidate)
 
 
 def cmd_bench(args) -> int:
@@ -102,29 +107,30 @@ def cmd_bench(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    conf = load_benchmark_config(args.config, args.corpus)
-    trainer = conf.get("trainer", {})
+    conf, config_file = load_benchmark_config(args.config, args.corpus)
+    trainer = conf.trainer
     config = BenchConfig(
         corpus=args.corpus,
-        methods=_split(args.methods) or conf.get("methods"),
-        folds=_split(args.folds) or conf.get("folds"),
-        seeds=[int(s) for s in _split(args.seeds)] if args.seeds else conf.get("seeds", [0]),
-        data_root=args.data_root or conf.get("data_root"),
+        methods=_split(args.methods) or conf.methods,
+        folds=_split(args.folds) or conf.folds,
+        seeds=[int(s) for s in _split(args.seeds)] if args.seeds else conf.seeds,
+        data_root=args.data_root or conf.data_root,
         out=args.out or f"runs/{args.corpus}",
-        corpus_options=conf.get("corpus_options", {}),
-        hparams=conf.get("hparams", {}),
-        inputs=conf.get("inputs", {}),
-        features=conf.get("features", {}),
-        devices=_devices(args.devices or trainer.get("devices", 1)),
-        accelerator=args.accelerator or trainer.get("accelerator", "auto"),
-        strategy=args.strategy or trainer.get("strategy", "auto"),
-        precision=args.precision or trainer.get("precision", "32-true"),
-        loggers=_split(args.loggers) or conf.get("loggers", ["csv", "wandb"]),
-        skip_missing=args.skip_missing or conf.get("skip_missing", False),
+        corpus_options=conf.corpus_options,
+        hparams=conf.hparams,
+        inputs=conf.inputs,
+        features=conf.features,
+        devices=_devices(args.devices or trainer.devices),
+        accelerator=args.accelerator or trainer.accelerator,
+        strategy=args.strategy or trainer.strategy,
+        precision=args.precision or trainer.precision,
+        loggers=_split(args.loggers) or conf.loggers,
+        skip_missing=args.skip_missing or conf.skip_missing,
         cache_dir=args.cache_dir,
         workers=args.workers,
         publish=args.publish,
         max_epochs=args.max_epochs,
+        config_file=config_file,
     )
     results = run_bench(config)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
@@ -141,26 +147,28 @@ def cmd_fuse(args) -> int:
     import numpy as np
     import pandas as pd
 
-    from mmer_bench.fusion import align, fuse, read_posterior_dirs
-    from mmer_bench.registry import CORPORA
+    from mmer_bench.fusion import read_posterior_dirs
+    from mmer_bench.registry import CORPORA, STACKERS
     from mmer_bench.results import write_text
+    from mmer_bench.stacking import stack_fold
 
     corpus = CORPORA.get(args.corpus)(args.data_root)
     task = corpus.tasks[0]
+    cls = STACKERS.get(args.stacker)
+    stacker = cls(cls.Settings(C=args.C))
     folds = read_posterior_dirs([Path(d) for d in args.posteriors])
     rows = []
     out = Path(args.out)
     for fold, parts in sorted(folds.items()):
-        train = align(parts["train"], task.classes, f"{fold} train")
-        test = align(parts["test"], task.classes, f"{fold} test")
-        probs = fuse(train, corpus.labels_for(list(train.index), task.name), test, C=args.C)
-        target = corpus.labels_for(list(test.index), task.name)
+        fused, _ = stack_fold(stacker, parts, task.classes, lambda ids: corpus.labels_for(ids, task.name), fold)
+        (train_ids, _), (test_ids, probs) = fused["train"], fused["test"]
+        target = corpus.labels_for(test_ids, task.name)
         accuracy = float((probs.argmax(1) == target).mean())
-        rows.append({"fold": fold, "n_train": len(train), "n_test": len(test), "accuracy": accuracy})
-        fused = pd.DataFrame(probs, columns=list(task.classes)).assign(clip_id=list(test.index))
+        rows.append({"fold": fold, "n_train": len(train_ids), "n_test": len(test_ids), "accuracy": accuracy})
+        frame = pd.DataFrame(probs, columns=list(task.classes)).assign(clip_id=test_ids)
         (out / fold).mkdir(parents=True, exist_ok=True)
-        fused[["clip_id", *task.classes]].to_csv(out / fold / "test.csv", index=False)
-        print(f"{fold}: test accuracy {100 * accuracy:.2f}% ({len(test)} clips, trained on {len(train)})")
+        frame[["clip_id", *task.classes]].to_csv(out / fold / "test.csv", index=False)
+        print(f"{fold}: test accuracy {100 * accuracy:.2f}% ({len(test_ids)} clips, trained on {len(train_ids)})")
     table = pd.DataFrame(rows)
     mean, std = table["accuracy"].mean(), table["accuracy"].std(ddof=1) if len(table) > 1 else float("nan")
     print(f"mean test accuracy over {len(table)} folds: {100 * mean:.2f}% (std {100 * std:.2f})")
@@ -194,25 +202,25 @@ def cmd_posteriors(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
+    """Re-merge the run's job folders (when it has them) and print its leaderboard."""
     import pandas as pd
 
-    from mmer_bench.registry import CORPORA
-    from mmer_bench.report import leaderboard_markdown
+    from mmer_bench.collect import collect, render
 
-    results = pd.read_parquet(Path(args.results) / "results.parquet")
+    folder = Path(args.results)
+    results = collect(folder) if (folder / "jobs").is_dir() else None
+    if results is None:
+        results = pd.read_parquet(folder / "results.parquet")
     for corpus_name in sorted(results["corpus"].unique()):
-        subset = results[results["corpus"] == corpus_name]
-        provenance = {"command": subset["command"].iloc[0], "git_commit": ", ".join(sorted(subset["git_commit"].unique())),
-                      "generated_at": subset["finished_at"].max()}
-        print(leaderboard_markdown(subset, CORPORA.get(corpus_name)(), provenance))
+        print(render(results[results["corpus"] == corpus_name]))
     return 0
 
 
 def cmd_robustness(args) -> int:
     import pandas as pd
 
+    from mmer_bench.collect import render
     from mmer_bench.registry import CORPORA
-    from mmer_bench.report import leaderboard_markdown
     from mmer_bench.results import write_parquet, write_text
     from mmer_bench.robustness import score_run
     from mmer_bench.robustness_report import robustness_section
@@ -224,12 +232,10 @@ def cmd_robustness(args) -> int:
     run_dir = Path(args.run_dir)
     results = pd.read_parquet(run_dir / "results.parquet")
     corpus_name = results["corpus"].iloc[0]
-    conditions = _split(args.conditions) or load_benchmark_config(args.config, corpus_name).get("robustness")
+    conditions = _split(args.conditions) or load_benchmark_config(args.config, corpus_name)[0].robustness
     rob = score_run(run_dir, conditions, data_root=args.data_root, workers=args.workers)
     corpus = CORPORA.get(corpus_name)()
-    provenance = {"command": results["command"].iloc[0], "git_commit": ", ".join(sorted(results["git_commit"].unique())),
-                  "generated_at": results["finished_at"].max()}
-    markdown = leaderboard_markdown(results, corpus, provenance) + robustness_section(run_dir, results, corpus, args.publish)
+    markdown = render(results, corpus) + robustness_section(run_dir, results, corpus, args.publish)
     write_text(run_dir / "leaderboard.md", markdown)
     if args.publish:
         write_text(Path(args.publish) / f"{corpus.name}.md", markdown)
@@ -253,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("list", help="registered corpora, methods and extractors").set_defaults(func=cmd_list)
+    sub.add_parser("list", help="registered corpora, methods, stackers and extractors").set_defaults(func=cmd_list)
 
     p = sub.add_parser("describe", help="summarise a corpus under a data root")
     p.add_argument("corpus")
@@ -295,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--data-root", help="needed when the corpus's clip ids do not carry labels")
     p.add_argument("--C", type=float, default=1.0)
+    p.add_argument("--stacker", default="luna2022-fusion", help="a registered stacker (mmer list)")
     p.set_defaults(func=cmd_fuse)
 
     p = sub.add_parser("posteriors", help="export a run's predictions in the layout mmer fuse reads")
@@ -305,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_posteriors)
 
-    p = sub.add_parser("leaderboard", help="render leaderboard tables from a bench output directory")
+    p = sub.add_parser("leaderboard", help="merge a bench output directory's job folders and print its leaderboard")
     p.add_argument("results")
     p.set_defaults(func=cmd_leaderboard)
 

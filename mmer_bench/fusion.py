@@ -10,7 +10,9 @@ each with a ``clip_id`` column and one column per class name (probabilities or l
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -20,6 +22,32 @@ from sklearn.preprocessing import MinMaxScaler
 
 class FusionInputError(ValueError):
     pass
+
+
+class Stacker:
+    """A late fusion trained on the posteriors of other methods of the same run (not a network:
+    stacking.py runs it after the fused methods' jobs, on the training clips' posteriors).
+    A subclass registers with ``@STACKERS.register(name)`` and may cite its paper."""
+
+    paper: ClassVar[dict[str, dict]] = {}
+
+    @dataclass(frozen=True)
+    class Settings:
+        C: float = 1.0  # inverse L2 strength of the logistic regression
+        fuse: list[str] | None = None  # methods to fuse; None = every method of the run
+
+    @classmethod
+    def fits(cls, corpus) -> bool:
+        """Posterior fusion combines class probabilities: classification corpora only."""
+        return all(t.kind == "classification" for t in corpus.tasks)
+
+    def __init__(self, settings=None):
+        self.settings = settings or self.Settings()
+
+    def fit_predict(self, train: pd.DataFrame, train_labels: np.ndarray, parts: dict[str, pd.DataFrame],
+                    seed: int = 0) -> dict[str, np.ndarray]:
+        """Class probabilities of each aligned part, from a combiner fit on ``train``."""
+        return {part: fuse(train, train_labels, frame, C=self.settings.C, seed=seed) for part, frame in parts.items()}
 
 
 def align(sources: dict[str, pd.DataFrame], classes: tuple[str, ...], where: str) -> pd.DataFrame:

@@ -1,7 +1,8 @@
-"""Name -> class registries for corpora, methods and feature extractors.
+"""Name -> class registries for corpora, methods, stackers and feature extractors.
 
-Modules register themselves with a decorator; ``load_builtins`` imports the built-in modules so
-that every registry is complete before it is listed or looked up.
+Modules register themselves with a decorator. The registry knows no concrete module: it asks
+each plugin package (``PACKAGES``) to import its own modules (the package's ``register_all``)
+before a registry is listed or looked up.
 """
 
 from __future__ import annotations
@@ -44,34 +45,24 @@ class Registry:
 
 CORPORA = Registry("corpus")
 METHODS = Registry("method")
+STACKERS = Registry("stacker")  # late fusion of other methods' posteriors (stacking.py runs them)
 EXTRACTORS = Registry("extractor")
 
-_BUILTIN_MODULES = (
-    "mmer_bench.corpora.synthetic",
-    "mmer_bench.corpora.ravdess",
-    "mmer_bench.corpora.meld",
-    "mmer_bench.corpora.mosei",
-    "mmer_bench.corpora.cexprdb",
-    "mmer_bench.corpora.merc2020",
-    "mmer_bench.features.audio",
-    "mmer_bench.features.audio_models",
-    "mmer_bench.features.voice",
-    "mmer_bench.features.face",
-    "mmer_bench.features.text",
-    "mmer_bench.features.text_frames",
-    "mmer_bench.features.csd",
-    "mmer_bench.features.video",
-    "mmer_bench.methods.baselines",
-    "mmer_bench.methods.frames",
-    "mmer_bench.methods.lfan",
-    "mmer_bench.methods.luna2022",
-    "mmer_bench.methods.meld2019",
-    "mmer_bench.methods.merc2020",
-    "mmer_bench.methods.text_ft",
-    "mmer_bench.methods.williams2018",
-)
+# Packages whose ``register_all()`` imports their modules; a new module adds one line there.
+PACKAGES = ("mmer_bench.corpora", "mmer_bench.features", "mmer_bench.methods")
+_loaded = False
 
 
 def load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+    global _loaded
+    if _loaded:
+        return
+    for package in PACKAGES:
+        importlib.import_module(package).register_all()
+    _loaded = True
+
+
+def registered_modules() -> set[str]:
+    """The modules that registered something (what each package's ``register_all`` imported)."""
+    load_builtins()
+    return {obj.__module__ for registry in (CORPORA, METHODS, STACKERS, EXTRACTORS) for _, obj in registry.items()}

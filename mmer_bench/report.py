@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from mmer_bench.registry import METHODS
+from mmer_bench.registry import METHODS, STACKERS
 from mmer_bench.results import summarize
 
 METRIC_TITLES = {"accuracy": "Accuracy", "uar": "UAR", "macro_f1": "Macro-F1", "weighted_f1": "Weighted-F1",
@@ -42,7 +42,8 @@ def _pct(mean: float, std: float, ci: float) -> str:
 
 def _paper_entry(method: str, corpus: str) -> dict:
     try:
-        return getattr(METHODS.get(method), "paper", {}).get(corpus, {})
+        registry = STACKERS if method in STACKERS.names() else METHODS
+        return getattr(registry.get(method), "paper", {}).get(corpus, {})
     except KeyError:
         return {}
 

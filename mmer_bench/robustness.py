@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmer_bench.corpora.base import CorpusDataModule
+from mmer_bench.data import CorpusDataModule
 from mmer_bench.features import perturb
 from mmer_bench.features.perturb import Condition, NotApplicable
 from mmer_bench.features.store import FeatureSet
-from mmer_bench.fusion import align, fuse
+from mmer_bench.fusion import Stacker, align
 from mmer_bench.registry import EXTRACTORS
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def evaluate_condition(model, corpus, manifest, fold, inputs: dict[str, str], sc
     """(status, reason, test predictions {task: {clip_id, probs, target}} or None) of a trained
     model on its fold's test part under the condition. ``fold`` is the fold the model's scalers
     were fitted on (train + val when it was refit)."""
-    from mmer_bench.runner import predict  # the runner's prediction loop, so clean scores match exactly
+    from mmer_bench.train import predict  # the training job's prediction loop, so clean scores match exactly
 
     status, reason = condition_status(type(model), inputs, condition, extractor_params)
     if status != SCORED:
@@ -108,7 +108,7 @@ def evaluate_condition(model, corpus, manifest, fold, inputs: dict[str, str], sc
 
 
 def stack_condition(task, sources: dict[str, tuple[str, pd.DataFrame, pd.DataFrame | None]], train_labels: pd.Series,
-                    C: float = 1.0, seed: int = 0) -> tuple[str, str, np.ndarray | None, list[str]]:
+                    stacker=None, seed: int = 0) -> tuple[str, str, np.ndarray | None, list[str]]:
     """The stacker under a condition. ``sources``: name -> (status, clean training posteriors,
     test posteriors under the condition or clean when unaffected, None when n/a); posterior frames
     have ``clip_id`` and one column per class. Returns (status, reason, test probabilities in the
@@ -121,7 +121,8 @@ def stack_condition(task, sources: dict[str, tuple[str, pd.DataFrame, pd.DataFra
         return UNAFFECTED, "no fused source is affected", None, []
     train = align({n: s[1] for n, s in kept.items()}, task.classes, "train")
     test = align({n: s[2] for n, s in kept.items()}, task.classes, "test")
-    probs = fuse(train, train_labels.loc[train.index].to_numpy(), test, C=C, seed=seed)
+    stacker = stacker or Stacker()
+    probs = stacker.fit_predict(train, train_labels.loc[train.index].to_numpy(), {"test": test}, seed=seed)["test"]
     reason = f"fuses {sorted(kept)}" + (f"; refitted without {dropped} (n/a)" if dropped else "")
     return SCORED, reason, probs, list(test.index)
 
@@ -136,30 +137,26 @@ def _job_dirs(run_dir: Path) -> list[Path]:
     return [d for d in sorted(run_dir.glob("jobs/*/*")) if (d / "DONE").exists() and (d / "job.json").exists()]
 
 
-def _load_context(job_dir: Path, data_root: str | None, cache: dict):
-    """(job details, corpus, manifest, fold, the fold its scalers were fitted on, store)."""
+def _load_context(job_dir: Path, data_root: str | None):
+    """(the job's spec, corpus, manifest, fold, the fold its scalers were fitted on, store)."""
     from mmer_bench.features.store import FeatureStore
+    from mmer_bench.jobs import JobSpec, fold_of
     from mmer_bench.protocols import Fold
-    from mmer_bench.registry import CORPORA
 
     details = json.loads((job_dir / "job.json").read_text())
-    run = details.get("run")
-    if run is None:
-        raise RobustnessError(f"{job_dir}: job.json has no run settings (a job from before `mmer robustness` "
-                              "existed): re-run the benchmark into a new --out")
-    root = data_root if data_root is not None else run["data_root"]
-    key = (run["corpus"], root, json.dumps(run["corpus_options"], sort_keys=True))
-    if key not in cache:
-        corpus = CORPORA.get(run["corpus"])(root, **run["corpus_options"])
-        manifest = corpus.manifest()
-        cache[key] = (corpus, manifest, {f.name: f for f in corpus.plan(manifest)})
-    corpus, manifest, folds = cache[key]
-    fold_name = job_dir.name.rsplit("-seed", 1)[0]
-    fold = folds[fold_name]
-    trained = Fold(fold.name, fold.train + fold.val, fold.val, fold.test, fold.info) \
-        if details.get("trained_on") == "train+val" else fold
-    store = FeatureStore(Path(run["cache_dir"]) / "features" if run.get("cache_dir") else None)
-    return details, corpus, manifest, fold, trained, store
+    if "job" not in details:
+        raise RobustnessError(f"{job_dir}: job.json holds no job spec (a job from before jobs were specs): re-run "
+                              "the benchmark into a new --out")
+    spec = JobSpec.from_json(details["job"])
+    config = spec.config
+    if data_root is not None:
+        config = {**config, "corpus": {**config["corpus"], "data_root": data_root}}
+    corpus, manifest, fold = fold_of(config, spec.fold)  # refuses data that changed since training
+    refit = spec.kind == "train" and spec.config["settings"]["recipe"]["refit"]
+    trained = Fold(fold.name, fold.train + fold.val, fold.val, fold.test, fold.info) if refit else fold
+    cache_dir = config.get("cache_dir")
+    store = FeatureStore(Path(cache_dir) / "features" if cache_dir else None)
+    return spec, corpus, manifest, fold, trained, store
 
 
 class RobustnessError(RuntimeError):
@@ -201,38 +198,36 @@ def _append(job_dir: Path, rows: list[dict], preds: list[pd.DataFrame]) -> None:
 
 
 def score_training_job(job_dir: Path, conditions: list[Condition], data_root: str | None = None,
-                       workers: int | None = None, cache: dict | None = None) -> int:
+                       workers: int | None = None) -> int:
     """Score one finished training job under the conditions it has not been scored under;
     returns how many conditions were added. Results go to the job's robustness.parquet."""
     import torch
 
+    from mmer_bench.jobs import flat_hparams
     from mmer_bench.registry import METHODS
-    from mmer_bench.runner import CHECKPOINT, reads_dialogues
+    from mmer_bench.train import CHECKPOINT
 
     todo = [c for c in conditions if (c.name, c.version) not in _done(job_dir)]
     if not todo:
         return 0
-    details, corpus, manifest, fold, trained, store = _load_context(job_dir, data_root, {} if cache is None else cache)
-    method = job_dir.parent.name
-    cls = METHODS.get(method)
+    spec, corpus, manifest, fold, trained, store = _load_context(job_dir, data_root)
+    cls = METHODS.get(spec.method)
     checkpoint = job_dir / CHECKPOINT
     if not checkpoint.exists():
         raise RobustnessError(f"{job_dir}: no {CHECKPOINT} (the job finished before checkpoints were kept): "
                               "re-run the benchmark into a new --out")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    model = cls(corpus.tasks, state["input_dims"], state["class_counts"], **details["hparams"])
+    model = cls(corpus.tasks, state["input_dims"], state["class_counts"], **flat_hparams(spec.config["settings"]))
     model.load_state_dict(state["state_dict"])
-    inputs = details["run"]["inputs"]
-    params = {f["extractor"]: {k: v for k, v in f.items() if k != "extractor"} for f in details["features"].values()}
-    key = {**_provenance(job_dir), "corpus": corpus.name, "method": method, "fold": fold.name,
-           "seed": int(job_dir.name.rsplit("-seed", 1)[1])}
+    config = spec.config
+    key = {**_provenance(job_dir), "corpus": corpus.name, "method": spec.method, "fold": fold.name, "seed": spec.seed}
     rows, preds = [], []
     for condition in todo:
         status, reason, predictions = evaluate_condition(
-            model, corpus, manifest, trained, inputs, cls.scaling, store, condition,
-            batch_size=details["hparams"].get("batch_size", 32), extractor_params=params,
-            skip_missing=details["run"]["skip_missing"], workers=workers, dialogues=reads_dialogues(cls))
-        log.info("%s %s: %s (%s)", job_dir.relative_to(job_dir.parent.parent.parent), condition.name, status, reason)
+            model, corpus, manifest, trained, config["inputs"], cls.scaling, store, condition,
+            batch_size=config["settings"]["recipe"]["batch_size"], extractor_params=config["features"],
+            skip_missing=config["skip_missing"], workers=workers, dialogues=config["dialogues"])
+        log.info("%s %s: %s (%s)", spec.job_id, condition.name, status, reason)
         rows += _rows(key, condition, status, reason, corpus.tasks, predictions)
         for task, p in (predictions or {}).items():
             preds.append(pd.DataFrame({"condition": condition.name, "task": task, "clip_id": p["clip_id"],
@@ -242,16 +237,18 @@ def score_training_job(job_dir: Path, conditions: list[Condition], data_root: st
     return len(todo)
 
 
-def score_stacking_job(job_dir: Path, conditions: list[Condition], data_root: str | None = None,
-                       cache: dict | None = None) -> int:
+def score_stacking_job(job_dir: Path, conditions: list[Condition], data_root: str | None = None) -> int:
     """A stacking job under each condition, from its sources' records (see ``stack_condition``)."""
     todo = [c for c in conditions if (c.name, c.version) not in _done(job_dir)]
     if not todo:
         return 0
-    details = json.loads((job_dir / "job.json").read_text())
+    from mmer_bench.registry import STACKERS
+
+    spec, corpus, manifest, fold, _, _ = _load_context(job_dir, data_root)
     run_jobs = job_dir.parent.parent
-    sources = {s: run_jobs / s / job_dir.name for s in details["fused"]}
-    _, corpus, manifest, fold, _, _ = _load_context(next(iter(sources.values())), data_root, {} if cache is None else cache)
+    sources = {s: run_jobs / job_id for s, job_id in zip(spec.config["sources"], spec.depends_on)}
+    cls = STACKERS.get(spec.method)
+    stacker = cls(cls.Settings(**spec.config["settings"]["stacker"]))
     task = corpus.tasks[0]
     labels = manifest.set_index("clip_id")[task.name]
     clean = {s: pd.read_parquet(d / "predictions.parquet") for s, d in sources.items()}
@@ -263,10 +260,7 @@ def score_stacking_job(job_dir: Path, conditions: list[Condition], data_root: st
         return pd.DataFrame(np.stack(rows["probs"].to_numpy()), columns=list(task.classes)).assign(
             clip_id=rows["clip_id"].to_numpy())
 
-    method = job_dir.parent.name
-    key = {**_provenance(job_dir), "corpus": corpus.name, "method": method, "fold": fold.name,
-           "seed": int(job_dir.name.rsplit("-seed", 1)[1])}
-    C = details["hparams"].get("C", 1.0)
+    key = {**_provenance(job_dir), "corpus": corpus.name, "method": spec.method, "fold": fold.name, "seed": spec.seed}
     rows, preds = [], []
     for condition in todo:
         inputs = {}
@@ -289,7 +283,7 @@ def score_stacking_job(job_dir: Path, conditions: list[Condition], data_root: st
         if any(v[0] == NOT_APPLICABLE for v in inputs.values()):
             status, reason, probs, ids = NOT_APPLICABLE, "a fused source cannot take this condition", None, []
         else:
-            status, reason, probs, ids = stack_condition(task, inputs, labels, C=C, seed=key["seed"])
+            status, reason, probs, ids = stack_condition(task, inputs, labels, stacker, seed=spec.seed)
         predictions = ({task.name: {"clip_id": ids, "probs": probs, "target": labels.loc[ids].to_numpy()}}
                        if probs is not None else None)
         rows += _rows(key, condition, status, reason, [task], predictions)
@@ -317,13 +311,12 @@ def score_run(run_dir: str | Path, conditions: list[str] | None = None, data_roo
     jobs = _job_dirs(run_dir)
     if not jobs:
         raise RobustnessError(f"{run_dir}: no finished job (jobs/<method>/<fold>-seed<seed>/DONE)")
-    cache: dict = {}
-    stacking = [d for d in jobs if "fused" in json.loads((d / "job.json").read_text())]
+    stacking = [d for d in jobs if json.loads((d / "job.json").read_text()).get("job", {}).get("kind") == "stack"]
     for d in jobs:
         if d not in stacking:
-            score_training_job(d, chosen, data_root, workers, cache)
+            score_training_job(d, chosen, data_root, workers)
     for d in stacking:
-        score_stacking_job(d, chosen, data_root, cache)
+        score_stacking_job(d, chosen, data_root)
     # Every condition the jobs were scored under (earlier calls with other --conditions too), in
     # its current version: records of a condition since changed are left out, not mixed in.
     frames = [pd.read_parquet(d / ROBUSTNESS_FILE) for d in jobs if (d / ROBUSTNESS_FILE).exists()]

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from mmer_bench.features.perturb import CONDITIONS, snr_conditions
-from mmer_bench.registry import METHODS
+from mmer_bench.registry import STACKERS
 from mmer_bench.results import summarize
 
 NA_CELL, UNAFFECTED_CELL, NOT_APPLICABLE_CELL = "n/a", "·", "–"
@@ -44,10 +44,7 @@ CURVES = {
 
 
 def _is_stacker(method: str) -> bool:
-    try:
-        return bool(getattr(METHODS.get(method), "is_fusion", False))
-    except KeyError:
-        return False
+    return method in STACKERS.names()
 
 
 def condition_means(rob: pd.DataFrame, task: str, metric: str) -> dict[tuple[str, str], tuple[str, float]]:

@@ -1,14 +1,17 @@
-"""Shared test fixtures: the real data in ../shared/data, a session-wide feature cache, and
-the RAVDESS fixture generator (official file-name layout)."""
+"""Shared test fixtures: the real data in ../shared/data, a session-wide feature cache, and one
+small on-disk copy per corpus in its official layout (generators in tests/fixtures/<corpus>.py)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
+from fixtures.cexprdb import make_cexprdb
+from fixtures.meld import make_meld
+from fixtures.merc2020 import make_merc2020
+from fixtures.mosei import make_mosei
+from fixtures.ravdess import make_ravdess
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -50,27 +53,6 @@ def feature_cache(tmp_path_factory) -> Path:
     return cache
 
 
-def write_tone(path: Path, seconds: float = 0.5, freq: float = 220.0, rate: int = 16000, amplitude: float = 0.3):
-    t = np.arange(int(seconds * rate)) / rate
-    sf.write(path, (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate)
-
-
-def make_ravdess(root: Path, actors=range(1, 25), emotions=(1, 5), audio_ext=".wav", song=True, video=True) -> Path:
-    """A small RAVDESS copy in the official layout: Actor_XX/MM-VV-EE-II-SS-RR-AA.ext."""
-    for actor in actors:
-        folder = root / "ravdess" / f"Actor_{actor:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for emotion in emotions:
-            for statement in (1, 2):
-                fields = f"01-{emotion:02d}-01-{statement:02d}-01-{actor:02d}"
-                write_tone(folder / f"03-{fields}{audio_ext}", freq=150 + 40 * emotion + actor)
-                if video:
-                    (folder / f"01-{fields}.mp4").write_bytes(b"not decoded in these tests")
-        if song:
-            write_tone(folder / f"03-02-01-01-01-01-{actor:02d}{audio_ext}")
-    return root
-
-
 @pytest.fixture(scope="session")
 def timm_module():
     """timm from the `vision` extra, or a skip (a failure when MMER_REQUIRE_VISION=1)."""
@@ -91,3 +73,30 @@ def speech_extra():
     except Exception as exc:
         _require("MMER_REQUIRE_SPEECH", f"the speech extra is not usable here: {type(exc).__name__}: {exc}")
     return torchcrepe, silero_vad
+
+
+# One corpus copy per test (per module for MOSEI, whose tests only read it), each in its
+# official layout.
+@pytest.fixture
+def ravdess_root(tmp_path) -> Path:
+    return make_ravdess(tmp_path / "data")
+
+
+@pytest.fixture
+def meld_root(tmp_path) -> Path:
+    return make_meld(tmp_path / "data")
+
+
+@pytest.fixture(scope="module")
+def mosei_root(tmp_path_factory) -> Path:
+    return make_mosei(tmp_path_factory.mktemp("mosei_data"))
+
+
+@pytest.fixture
+def merc2020_root(tmp_path) -> Path:
+    return make_merc2020(tmp_path / "data")
+
+
+@pytest.fixture
+def cexprdb_root(tmp_path) -> Path:
+    return make_cexprdb(tmp_path / "data")

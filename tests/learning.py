@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mmer_bench.corpora.base import collate
+from mmer_bench.data import collate
 
 
 def fixture_items(make_inputs, labels: dict[str, int] | None, n: int, n_classes: int, seed: int,

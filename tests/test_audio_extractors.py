@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from conftest import write_tone
+from fixtures.media import write_tone
 
-from mmer_bench.corpora.base import collate
+from mmer_bench.data import collate
 from mmer_bench.features.audio import (
     MELD_AUDIO34_NAMES,
     AudioError,
@@ -24,7 +24,7 @@ from mmer_bench.features.audio_models import VGGish, Wav2Vec2
 from mmer_bench.features.base import extract
 from mmer_bench.features.store import FeatureStore
 from mmer_bench.features.text import GloVe, tokenize
-from mmer_bench.registry import _BUILTIN_MODULES, EXTRACTORS
+from mmer_bench.registry import EXTRACTORS, registered_modules
 
 RATE = 16000
 
@@ -255,6 +255,6 @@ def test_glove_text_file(tmp_path):
 
 
 def test_new_extractors_are_registered():
-    assert {"mmer_bench.features.audio_models", "mmer_bench.features.text"} <= set(_BUILTIN_MODULES)
+    assert {"mmer_bench.features.audio_models", "mmer_bench.features.text"} <= registered_modules()
     assert {"compare", "compare-lld", "meld-audio34", "vggish", "wav2vec2", "glove"} <= set(EXTRACTORS.names())
     assert EXTRACTORS.get("glove").source_column == "text"

@@ -175,10 +175,9 @@ def test_benchmark_config_feeds_a_method_other_features(tmp_path):
 
 
 def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):
-    from mmer_bench.runner import Runner
+    from mmer_bench.jobs import resolve_settings
 
-    runner = Runner(BenchConfig(corpus="synthetic", out=str(tmp_path), hparams={"egemaps-mlp": {"lr": "5e-4"}}))
-    assert runner.hparams("egemaps-mlp")["lr"] == 5e-4
+    assert resolve_settings("egemaps-mlp", {"lr": "5e-4"})["model"]["lr"] == 5e-4
 
 
 def test_fusion_reports_sources_that_fit_their_training_clips(synthetic_run):
@@ -191,3 +190,19 @@ def test_fusion_reports_sources_that_fit_their_training_clips(synthetic_run):
         fold = job.name.split("-seed")[0]
         expected = {m for m in info["fused"] if train[m, fold] >= 0.99}
         assert set(info["sources_fitting_train"]) == expected
+
+
+def test_leaderboard_remerges_the_job_folders(synthetic_run, capsys):
+    """`mmer leaderboard` rebuilds the run's tables from its job folders alone (the runner's
+    collection code), so merging can be redone at any time."""
+    from mmer_bench.cli import main
+
+    out, results = synthetic_run
+    (out / "results.parquet").unlink()
+    (out / "leaderboard.md").unlink()
+    assert main(["leaderboard", str(out)]) == 0
+    key = ["method", "fold", "seed", "split", "task", "metric"]
+    merged = pd.read_parquet(out / "results.parquet").sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(merged, results.sort_values(key).reset_index(drop=True))
+    printed = capsys.readouterr().out
+    assert "| luna2022-fusion |" in printed and printed.strip() == (out / "leaderboard.md").read_text().strip()

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fixtures_eula import cexpr_videos, make_cexprdb, write_split
+from fixtures.cexprdb import cexpr_videos, make_cexprdb, write_split
 
 from mmer_bench import cli
 from mmer_bench.aggregate import aggregate_by_video, aggregate_frames
@@ -20,11 +20,6 @@ from mmer_bench.corpora.cexprdb import EXPRESSIONS, CExprDB, CExprFormatError
 from mmer_bench.methods.frames import AUFrameMLP
 from mmer_bench.protocols import LeakageError
 from mmer_bench.runner import BenchConfig, run_bench
-
-
-@pytest.fixture
-def root(tmp_path):
-    return make_cexprdb(tmp_path / "data")
 
 
 def folder(root):
@@ -37,8 +32,8 @@ def listed(root, split, part):
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def test_parse_layout(root):
-    corpus = CExprDB(root)
+def test_parse_layout(cexprdb_root):
+    corpus = CExprDB(cexprdb_root)
     manifest = corpus.manifest().set_index("clip_id")
     videos = cexpr_videos()
     assert len(manifest) == 21 and corpus.other_videos == ["90-1-640x360", "91-1-640x360"]
@@ -53,16 +48,16 @@ def test_parse_layout(root):
     assert corpus.primary_metric == "macro_f1" and corpus.report_metrics == ("macro_f1", "accuracy", "weighted_f1")
 
 
-def test_include_other_adds_a_class(root):
-    corpus = CExprDB(root, include_other=True)
+def test_include_other_adds_a_class(cexprdb_root):
+    corpus = CExprDB(cexprdb_root, include_other=True)
     manifest = corpus.manifest()
     assert corpus.tasks[0].classes[-1] == "Other" and corpus.tasks[0].num_classes == 8
     assert len(manifest) == 23 and (manifest["expression"] == 7).sum() == 2
     assert all(f.info["dropped_other"] == 0 for f in corpus.plan(manifest))
 
 
-def test_released_splits_and_the_val_equals_test_split(root, caplog):
-    corpus = CExprDB(root)
+def test_released_splits_and_the_val_equals_test_split(cexprdb_root, caplog):
+    corpus = CExprDB(cexprdb_root)
     manifest = corpus.manifest()
     with caplog.at_level(logging.WARNING):
         folds = corpus.plan(manifest)  # check_disjoint by video passes
@@ -72,31 +67,31 @@ def test_released_splits_and_the_val_equals_test_split(root, caplog):
     assert flagged == {"split1": False, "split2": False, "split3": True, "split4": False, "split5": False}
     assert "split3" in caplog.text and "equals its test list" in caplog.text
     split3 = folds[2]
-    released_test = listed(root, "split3", "test")
+    released_test = listed(cexprdb_root, "split3", "test")
     assert set(split3.test) == set(released_test)
     # Its validation videos come from its own training list, never from the test list.
-    released_train = set(listed(root, "split3", "train"))
+    released_train = set(listed(cexprdb_root, "split3", "train"))
     assert set(split3.val) <= released_train and not set(split3.val) & set(split3.test)
     assert "warning" in split3.info and "val_source" in split3.info
     assert all(f.info["dropped_other"] == 2 for f in folds)  # the Other videos of every train list
-    assert folds == CExprDB(root).plan(manifest)  # the drawn validation set is reproducible
+    assert folds == CExprDB(cexprdb_root).plan(manifest)  # the drawn validation set is reproducible
 
 
-def test_val_equals_test_policies(root):
-    manifest = CExprDB(root).manifest()
-    assert [f.name for f in CExprDB(root, val_equals_test="drop").plan(manifest)] == ["split1", "split2", "split4", "split5"]
+def test_val_equals_test_policies(cexprdb_root):
+    manifest = CExprDB(cexprdb_root).manifest()
+    assert [f.name for f in CExprDB(cexprdb_root, val_equals_test="drop").plan(manifest)] == ["split1", "split2", "split4", "split5"]
     with pytest.raises(LeakageError, match=r"split3: its val list .*split3/val\.txt"):
-        CExprDB(root, val_equals_test="error").plan(manifest)
+        CExprDB(cexprdb_root, val_equals_test="error").plan(manifest)
     with pytest.raises(ValueError, match="val_equals_test"):
-        CExprDB(root, val_equals_test="keep")
+        CExprDB(cexprdb_root, val_equals_test="keep")
 
 
 @pytest.mark.parametrize("source", ["train", "val"])
-def test_leakage_is_rejected(root, source):
-    lists = {p: listed(root, "split2", p) for p in ("train", "val", "test")}
+def test_leakage_is_rejected(cexprdb_root, source):
+    lists = {p: listed(cexprdb_root, "split2", p) for p in ("train", "val", "test")}
     lists["test"].append(lists[source][0])  # a video listed in test as well
-    write_split(folder(root), "split2", lists["train"], lists["val"], lists["test"])
-    corpus = CExprDB(root)
+    write_split(folder(cexprdb_root), "split2", lists["train"], lists["val"], lists["test"])
+    corpus = CExprDB(cexprdb_root)
     with pytest.raises(LeakageError, match=rf"split2: clip {lists[source][0]} is in both {source} and test"):
         corpus.plan(corpus.manifest())
 
@@ -117,10 +112,10 @@ def test_leakage_is_rejected(root, source):
         (lambda f: (f / "splits/split5/train.txt").unlink(), r"split5/train\.txt is missing"),
     ],
 )
-def test_bad_input_names_the_file(root, edit, message):
-    edit(folder(root))
+def test_bad_input_names_the_file(cexprdb_root, edit, message):
+    edit(folder(cexprdb_root))
     with pytest.raises(CExprFormatError, match=message):
-        CExprDB(root).manifest()
+        CExprDB(cexprdb_root).manifest()
 
 
 def test_missing_corpus_says_where_to_ask_and_put(tmp_path):
@@ -138,8 +133,8 @@ def test_missing_corpus_says_where_to_ask_and_put(tmp_path):
         CExprDB(tmp_path).manifest()
 
 
-def test_describe_reports_the_val_equals_test_split(root, capsys):
-    assert cli.main(["describe", "cexprdb", "--data-root", str(root)]) == 0
+def test_describe_reports_the_val_equals_test_split(cexprdb_root, capsys):
+    assert cli.main(["describe", "cexprdb", "--data-root", str(cexprdb_root)]) == 0
     out = capsys.readouterr().out
     assert "cexprdb: 21 clips, 21 videos\n" in out  # counted by video: actors are not annotated
     assert "WARNING split3: C-EXPR-DB split3: its val list" in out and "'val_equals_test': True" in out
@@ -222,16 +217,16 @@ def test_frame_level_loss_and_prediction():
 
 
 @pytest.mark.slow
-def test_bench_frame_level_on_the_val_equals_test_split(root, tmp_path):
+def test_bench_frame_level_on_the_val_equals_test_split(cexprdb_root, tmp_path):
     out = tmp_path / "run"
-    results = run_bench(BenchConfig(corpus="cexprdb", data_root=str(root), methods=["au-frame-mlp"], folds=["split3"],
+    results = run_bench(BenchConfig(corpus="cexprdb", data_root=str(cexprdb_root), methods=["au-frame-mlp"], folds=["split3"],
                                     out=str(out), loggers=["csv"],
                                     hparams={"au-frame-mlp": {"max_epochs": 25, "patience": 25, "aggregate": "vote"}}))
     job = json.loads((out / "jobs/au-frame-mlp/split3-seed0/job.json").read_text())
     assert job["fold_info"]["val_equals_test"] is True and job["n_test"] == 4
     preds = pd.read_parquet(out / "predictions.parquet")
     test = preds[preds["split"] == "test"]
-    assert sorted(test["clip_id"]) == sorted(CExprDB(root).plan(CExprDB(root).manifest())[2].test)
+    assert sorted(test["clip_id"]) == sorted(CExprDB(cexprdb_root).plan(CExprDB(cexprdb_root).manifest())[2].test)
     assert np.allclose([p.sum() for p in test["probs"]], 1, atol=1e-5)  # one video-level posterior each
     train_acc = results[(results["split"] == "train") & (results["metric"] == "accuracy")]["value"].item()
     assert train_acc > 0.5, results  # 7 classes: chance is 1/7

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmer_bench.corpora.base import CorpusDataModule, collate_dialogues
+from mmer_bench.data import CorpusDataModule, collate_dialogues
 from mmer_bench.features.store import FeatureStore
 from mmer_bench.registry import CORPORA, METHODS
 from mmer_bench.runner import BenchConfig, compatible_methods, run_bench

@@ -4,10 +4,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from conftest import make_ravdess, write_tone
+from fixtures.media import write_tone
+from fixtures.ravdess import make_ravdess
 
-from mmer_bench.corpora.base import CorpusDataModule
 from mmer_bench.corpora.ravdess import Ravdess
+from mmer_bench.data import CorpusDataModule
 from mmer_bench.features.audio import EGeMAPSFunctionals, EGeMAPSLLDs, LogMel, mel_filterbank
 from mmer_bench.features.base import FeatureExtractionError, extract
 from mmer_bench.features.face import (

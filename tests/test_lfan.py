@@ -9,12 +9,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from mmer_bench.corpora.base import collate
+from mmer_bench.data import collate
 from mmer_bench.features.base import extract
 from mmer_bench.features.store import FeatureStore
 from mmer_bench.features.text_frames import BertFrames, parse_seconds, words_to_frames
 from mmer_bench.methods.lfan import LFAN, window_starts
-from mmer_bench.registry import _BUILTIN_MODULES, EXTRACTORS, METHODS
+from mmer_bench.registry import EXTRACTORS, METHODS, registered_modules
 from mmer_bench.tasks import ClassificationTask
 
 TASKS = (ClassificationTask("emotion", ("a", "b", "c", "d", "e", "f")),)
@@ -141,7 +141,7 @@ def make_batch(lengths: dict[str, list[int]], seed: int = 0) -> dict:
 
 
 def test_lfan_is_registered_with_the_papers_recipe():
-    assert "mmer_bench.methods.lfan" in _BUILTIN_MODULES and "mmer_bench.features.text_frames" in _BUILTIN_MODULES
+    assert {"mmer_bench.methods.lfan", "mmer_bench.features.text_frames"} <= registered_modules()
     assert METHODS.get("lfan") is LFAN
     assert LFAN.inputs == {"video": "face-embedding", "audio": "vggish", "text": "bert-frames"}
     hp = LFAN.hparam_defaults()

@@ -3,76 +3,19 @@ text extractor and the text-mlp baseline."""
 
 from __future__ import annotations
 
-import csv
-import io
-
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures.meld import make_meld, rewrite_cell
 
 from mmer_bench import cli
 from mmer_bench.corpora.base import Corpus, CorpusNotFoundError
-from mmer_bench.corpora.meld import COLUMNS, EMOTIONS, SENTIMENTS, Meld, MeldFormatError, repair_text
+from mmer_bench.corpora.meld import EMOTIONS, SENTIMENTS, Meld, MeldFormatError, repair_text
 from mmer_bench.features.base import extract
 from mmer_bench.features.store import FeatureStore
 from mmer_bench.features.text import MiniLM
 from mmer_bench.protocols import Fold, LeakageError, check_disjoint
 from mmer_bench.runner import BenchConfig, run_bench
-
-FILES = {"train": "train_sent_emo.csv", "val": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
-# (speaker, utterance, emotion, sentiment); ’ and … become 0x92 and 0x85 in a Windows-1252 file.
-LINES = [
-    ("Ross", "I’m so happy for you!", "joy", "positive"),
-    ("Rachel", "Oh… I didn’t know that.", "surprise", "positive"),
-    ("Monica", "Get out of my kitchen!", "anger", "negative"),
-    ("Chandler", "Could this BE any more boring?", "disgust", "negative"),
-    ("Joey", "How you doin’?", "neutral", "neutral"),
-    ("Phoebe", "I miss my grandmother.", "sadness", "negative"),
-    ("Ross", "There’s somebody outside the window!", "fear", "negative"),
-]
-
-
-def make_meld(root, dialogues=None, encodings=None, video=True):
-    """A small MELD copy in the release layout: three CSVs with the release's columns, CRLF line
-    ends and quoted times, dialogue ids restarting at 0 in every split, and one clip file.
-
-    ``encodings``: the train CSV is Windows-1252 as in the first release (0x92 apostrophes), the
-    others UTF-8 as in the current one."""
-    dialogues = dialogues or {"train": (4, 3, 5), "val": (3, 2), "test": (2, 4)}  # utterances per dialogue
-    encodings = {"train": "cp1252", "val": "utf-8", "test": "utf-8", **(encodings or {})}
-    folder = root / "meld"
-    folder.mkdir(parents=True, exist_ok=True)
-    serial = 0  # "Sr No." runs on across the three files
-    for split, sizes in dialogues.items():
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\r\n")
-        writer.writerow(COLUMNS)
-        rows = [(d, u) for d, size in enumerate(sizes) for u in range(size)]
-        for (dialogue, utterance), line in zip(rows, LINES * len(rows)):
-            serial += 1
-            start = f"00:{dialogue:02d}:{utterance:02d},100"
-            speaker, text, emotion, sentiment = line
-            writer.writerow([serial, text, speaker, emotion, sentiment, dialogue, utterance, 3, 7, start,
-                             start[:-3] + "900"])
-        (folder / FILES[split]).write_bytes(buffer.getvalue().encode(encodings[split]))
-    if video:
-        (folder / "train_splits").mkdir(exist_ok=True)
-        (folder / "train_splits" / "dia0_utt0.mp4").write_bytes(b"placeholder, not decoded here")
-    return root
-
-
-def rewrite_cell(path, line, column, value, encoding="utf-8"):
-    """Set one cell of a fixture CSV (``line`` counts the header as line 1)."""
-    rows = list(csv.reader(io.StringIO(path.read_bytes().decode(encoding), newline="")))
-    rows[line - 1][COLUMNS.index(column)] = value
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
-    path.write_bytes(buffer.getvalue().encode(encoding))
-
-
-@pytest.fixture
-def meld_root(tmp_path):
-    return make_meld(tmp_path / "data")
 
 
 def test_fixture_is_encoded_like_the_first_release(meld_root):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from mmer_bench import cli
-from mmer_bench.corpora.base import collate
 from mmer_bench.corpora.meld import Meld
-from mmer_bench.methods.meld2019 import pick_frames
+from mmer_bench.data import collate
+from mmer_bench.methods.layers import sample_frames as pick_frames
 from mmer_bench.registry import METHODS
 from mmer_bench.runner import BenchConfig, compatible_methods, run_bench
 from mmer_bench.tasks import ClassificationTask
@@ -243,7 +243,7 @@ def test_fusion_learns_from_one_modality(signal):
 
 
 def test_fusion_pairs_with_meld_when_the_clips_exist(tmp_path, capsys):
-    from test_meld import make_meld
+    from fixtures.meld import make_meld
 
     with_video = Meld(make_meld(tmp_path / "a"))
     without = Meld(make_meld(tmp_path / "b", video=False))

@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures_eula import PLACEHOLDER_MP4, make_merc2020, merc_name
+from fixtures.media import PLACEHOLDER_MP4
+from fixtures.merc2020 import make_merc2020, merc_name
 
 from mmer_bench import cli
 from mmer_bench.corpora.base import CorpusNotFoundError
@@ -21,18 +22,13 @@ from mmer_bench.protocols import Fold, LeakageError, check_disjoint
 from mmer_bench.runner import BenchConfig, run_bench
 
 
-@pytest.fixture
-def root(tmp_path):
-    return make_merc2020(tmp_path / "data")
-
-
 def clip_file(root, split, index):
     clip, *codes = merc_name(index)
     return root / "merc2020" / split / f"{clip}-{'-'.join(codes)}.mp4"
 
 
-def test_parse_folders_and_names(root):
-    corpus = Merc2020(root)
+def test_parse_folders_and_names(merc2020_root):
+    corpus = Merc2020(merc2020_root)
     manifest = corpus.manifest()
     assert list(manifest["split"].value_counts()[["train", "val", "test"]]) == [35, 14, 14]
     assert [t.name for t in corpus.tasks] == ["integrated", "face", "speech"]  # the primary task first
@@ -48,11 +44,11 @@ def test_parse_folders_and_names(root):
     available = corpus.available_features(manifest)
     assert "npz-word-embed" in available and "face-crops" in available  # text files and videos
     assert not available & {"egemaps", "logmel"}  # no separate audio files (the mp4 track is video_path's)
-    assert Merc2020(root, aux_weight=0.2).tasks[1].weight == 0.2
+    assert Merc2020(merc2020_root, aux_weight=0.2).tasks[1].weight == 0.2
 
 
-def test_official_split_from_the_folders(root):
-    corpus = Merc2020(root)
+def test_official_split_from_the_folders(merc2020_root):
+    corpus = Merc2020(merc2020_root)
     manifest = corpus.manifest()
     (fold,) = corpus.plan(manifest)
     assert (fold.name, len(fold.train), len(fold.val), len(fold.test)) == ("official", 35, 14, 14)
@@ -60,16 +56,16 @@ def test_official_split_from_the_folders(root):
     assert "00000" in fold.train and "00035" in fold.val and "00049" in fold.test
 
 
-def test_a_clip_id_in_two_folders_is_leakage(root):
-    source = clip_file(root, "train", 1)
+def test_a_clip_id_in_two_folders_is_leakage(merc2020_root):
+    source = clip_file(merc2020_root, "train", 1)
     assert source.name == "00001-ang-ang-ang.mp4"
-    shutil.copy(source, root / "merc2020" / "test" / "00001-ang-ang-neu.mp4")
+    shutil.copy(source, merc2020_root / "merc2020" / "test" / "00001-ang-ang-neu.mp4")
     with pytest.raises(LeakageError, match=r"clip id 00001 is in two splits: .*train/00001-ang-ang-ang\.mp4 and .*test/00001"):
-        Merc2020(root).manifest()
+        Merc2020(merc2020_root).manifest()
 
 
-def test_a_fold_reusing_a_clip_is_rejected(root):
-    corpus = Merc2020(root)
+def test_a_fold_reusing_a_clip_is_rejected(merc2020_root):
+    corpus = Merc2020(merc2020_root)
     manifest = corpus.manifest()
     (fold,) = corpus.folds(manifest)
     leaking = Fold("leaky", fold.train, fold.val, (*fold.test, fold.train[0]))
@@ -87,16 +83,16 @@ def test_a_fold_reusing_a_clip_is_rejected(root):
         ("00040-hap-hap-hap.mp4", r"val/00040-neu-neu-neu\.mp4: clip id 00040 is already used by .*val/00040-hap-hap-hap"),
     ],
 )
-def test_bad_names_name_the_file(root, name, message):
-    (root / "merc2020" / "val" / name).write_bytes(PLACEHOLDER_MP4)
+def test_bad_names_name_the_file(merc2020_root, name, message):
+    (merc2020_root / "merc2020" / "val" / name).write_bytes(PLACEHOLDER_MP4)
     with pytest.raises(MercFormatError, match=message):
-        Merc2020(root).manifest()
+        Merc2020(merc2020_root).manifest()
 
 
-def test_hidden_and_other_files_are_ignored(root):
-    (root / "merc2020" / "train" / "._00001-hap-hap-hap.mp4").write_bytes(b"resource fork")
-    (root / "merc2020" / "train" / "notes.txt").write_text("not a clip")
-    assert len(Merc2020(root).manifest()) == 63
+def test_hidden_and_other_files_are_ignored(merc2020_root):
+    (merc2020_root / "merc2020" / "train" / "._00001-hap-hap-hap.mp4").write_bytes(b"resource fork")
+    (merc2020_root / "merc2020" / "train" / "notes.txt").write_text("not a clip")
+    assert len(Merc2020(merc2020_root).manifest()) == 63
 
 
 def test_missing_corpus_says_where_to_ask_and_put(tmp_path):
@@ -137,10 +133,10 @@ def test_word_vectors_and_errors_name_the_file(tmp_path):
     assert stored.errors["none"] == "clip none has no text_npz file"
 
 
-def test_describe_counts_text_and_unreadable_files(root, capsys):
-    np.savez(root / "merc2020" / "val" / "00040.npz", embeddings=np.ones((3, 200)))  # key renamed
-    np.savez(root / "merc2020" / "val" / "99999.npz", word_embed=np.ones((3, 200)))  # no such clip
-    assert cli.main(["describe", "merc2020", "--data-root", str(root)]) == 0
+def test_describe_counts_text_and_unreadable_files(merc2020_root, capsys):
+    np.savez(merc2020_root / "merc2020" / "val" / "00040.npz", embeddings=np.ones((3, 200)))  # key renamed
+    np.savez(merc2020_root / "merc2020" / "val" / "99999.npz", word_embed=np.ones((3, 200)))  # no such clip
+    assert cli.main(["describe", "merc2020", "--data-root", str(merc2020_root)]) == 0
     out = capsys.readouterr().out
     assert "merc2020: 63 clips\n" in out and "  official: train 35, val 14, test 14" in out
     assert "train: 35 clips, 34 with text, 1 without (.npz missing)" in out
@@ -153,9 +149,9 @@ def test_describe_counts_text_and_unreadable_files(root, capsys):
 
 
 @pytest.mark.slow
-def test_bench_wordvec_mlp_learns_all_three_heads(root, tmp_path):
+def test_bench_wordvec_mlp_learns_all_three_heads(merc2020_root, tmp_path):
     out = tmp_path / "run"
-    results = run_bench(BenchConfig(corpus="merc2020", data_root=str(root), methods=["wordvec-mlp"], out=str(out),
+    results = run_bench(BenchConfig(corpus="merc2020", data_root=str(merc2020_root), methods=["wordvec-mlp"], out=str(out),
                                     loggers=["csv"], skip_missing=True,
                                     hparams={"wordvec-mlp": {"max_epochs": 40, "patience": 10}}))
     test = results[(results["split"] == "test") & (results["metric"] == "accuracy")].set_index("task")["value"]

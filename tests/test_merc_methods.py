@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fixtures_eula import make_merc2020
+from fixtures.merc2020 import make_merc2020
 
-from mmer_bench.corpora.base import collate
 from mmer_bench.corpora.merc2020 import Merc2020
+from mmer_bench.data import collate
 from mmer_bench.registry import CORPORA, METHODS
 from mmer_bench.runner import BenchConfig, run_bench
 
@@ -59,7 +59,7 @@ def test_text_transformer_shapes_and_padding():
 
 
 def test_clstm_shapes_padding_and_frame_sampling():
-    from mmer_bench.methods.merc2020 import sample_frames
+    from mmer_bench.methods.layers import sample_frames
 
     torch.manual_seed(0)
     model = METHODS.get("merc2020-clstm")(MERC_TASKS, {"face": DIMS["face"]}, **BRANCH_HP["face"], frames=4)

@@ -6,25 +6,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import write_tone
+from fixtures.media import write_tone
+from method_table import SYNTHETIC
 
-from mmer_bench.corpora.base import collate
 from mmer_bench.corpora.synthetic import EMOTIONS, GENERATOR_VERSION, Synthetic
+from mmer_bench.data import collate
 from mmer_bench.features.audio import LogMelMERC
 from mmer_bench.features.face import AU_COLUMNS, read_openface_frames
 from mmer_bench.methods import augment, layers
 from mmer_bench.methods.base import EmotionRecognizer
 from mmer_bench.registry import METHODS
-from mmer_bench.runner import BenchConfig, BestWeights, Runner, run_bench
+from mmer_bench.runner import BenchConfig, BestWeights, monitor, run_bench
 from mmer_bench.tasks import ClassificationTask, IntensityTask
 
 TASKS = (ClassificationTask("emotion", ("a", "b", "c", "d", "e", "f")),)
-# Small versions of each method, fast enough for two busy CPU cores.
-SMALL = {
-    "luna2022-au-bilstm": {"hidden": 16, "max_epochs": 8, "patience": None},
-    "williams2018-bilstm": {"max_epochs": 15},
-    "merc2020-attncnn": {"width": 0.25, "depth": 0.25, "hidden": 32, "max_epochs": 6, "patience": None},
-}
+# Recipes of the methods trained through the runner on the synthetic corpus (tests/method_table.py).
+SMALL = SYNTHETIC
 INPUT_DIMS = {"luna2022-au-bilstm": 35, "williams2018-bilstm": 25, "merc2020-attncnn": 128}
 
 
@@ -131,11 +128,11 @@ def test_williams_selects_on_validation_loss(synthetic_methods_run):
 
 
 def test_monitor_hyperparameter():
-    runner = Runner(BenchConfig(corpus="synthetic", out="unused"))
-    assert runner.monitor({"monitor": None}) == ("val/emotion/accuracy", "max")
-    assert runner.monitor({"monitor": "loss"}) == ("val/loss", "min")
+    corpus = Synthetic()
+    assert monitor(corpus, {"monitor": None}) == ("val/emotion/accuracy", "max")
+    assert monitor(corpus, {"monitor": "loss"}) == ("val/loss", "min")
     with pytest.raises(ValueError, match="unknown monitor"):
-        runner.monitor({"monitor": "f1"})
+        monitor(corpus, {"monitor": "f1"})
     best = BestWeights("val/loss", "min")
     assert best.best == float("inf")
 

@@ -6,18 +6,14 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from mosei_fixture import make_mosei, write_csd
+from fixtures.mosei import make_mosei, write_csd
 
 from mmer_bench.corpora.base import CorpusNotFoundError
-from mmer_bench.corpora.mosei import ComputationalSequence, Mosei
+from mmer_bench.corpora.mosei import Mosei
+from mmer_bench.csd import ComputationalSequence
 from mmer_bench.features import csd
 from mmer_bench.protocols import LeakageError
 from mmer_bench.runner import BenchConfig, run_bench
-
-
-@pytest.fixture(scope="module")
-def fixture_root(tmp_path_factory):
-    return make_mosei(tmp_path_factory.mktemp("mosei_data"))
 
 
 def _layout(path):
@@ -37,9 +33,9 @@ def _layout(path):
     return out
 
 
-def test_fixture_layout_matches_the_real_sdk_file(shared_data, fixture_root):
+def test_fixture_layout_matches_the_real_sdk_file(shared_data, mosei_root):
     real = shared_data / "mosi" / "CMU_MOSI_Opinion_Labels.csd"
-    ours = fixture_root / "mosei" / "CMU_MOSEI_Labels.csd"
+    ours = mosei_root / "mosei" / "CMU_MOSEI_Labels.csd"
     assert _layout(ours) == _layout(real)
     with ComputationalSequence(real) as seq:
         assert seq.name == "Opinion Segment Labels" and len(seq.videos()) == 93
@@ -48,13 +44,13 @@ def test_fixture_layout_matches_the_real_sdk_file(shared_data, fixture_root):
         assert features.shape[1] == 1 and intervals.shape == (len(features), 2)
 
 
-def test_segments_ids_labels_and_folds(fixture_root):
-    corpus = Mosei(fixture_root)
+def test_segments_ids_labels_and_folds(mosei_root):
+    corpus = Mosei(mosei_root)
     manifest = corpus.manifest()
     assert len(manifest) == 12 * 6  # the 13th video is in no standard fold
     assert manifest["split"].value_counts().to_dict() == {"train": 48, "val": 12, "test": 12}
     # index = position of the interval in the Labels sequence, whatever the time order
-    with ComputationalSequence(fixture_root / "mosei" / "CMU_MOSEI_Labels.csd") as labels:
+    with ComputationalSequence(mosei_root / "mosei" / "CMU_MOSEI_Labels.csd") as labels:
         features, intervals = labels.get("vid00_")
     rows = manifest[manifest["video"] == "vid00_"].set_index("clip_id")
     assert rows.loc["vid00_[2]", "start"] == pytest.approx(intervals[2, 0])
@@ -65,7 +61,7 @@ def test_segments_ids_labels_and_folds(fixture_root):
     assert corpus.group_columns == ("video",)
 
 
-def test_a_video_in_two_folds_is_refused(fixture_root, tmp_path):
+def test_a_video_in_two_folds_is_refused(mosei_root, tmp_path):
     make_mosei(tmp_path)
     path = tmp_path / "mosei" / "mosei_std_folds.json"
     text = path.read_text().replace('"valid": ["', '"valid": ["vid00_", "')
@@ -94,8 +90,8 @@ def test_word_alignment_by_hand(tmp_path):
     assert csd.word_mask(vectors, None).tolist() == [True, True, True, False]  # zero vector = silence
 
 
-def test_extractors_give_word_level_sequences(fixture_root):
-    corpus = Mosei(fixture_root)
+def test_extractors_give_word_level_sequences(mosei_root):
+    corpus = Mosei(mosei_root)
     manifest = corpus.manifest()
     assert {"mosei-glove", "mosei-covarep", "mosei-facet", "mosei-openface"} <= corpus.available_features(manifest)
     glove = csd.MoseiGlove().extract_many(manifest.head(7), workers=1)
@@ -126,12 +122,12 @@ MOSEI_METHODS = {"seq-mean-mlp": {"max_epochs": 60, "patience": 20, "lr": 3e-3},
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", list(MOSEI_METHODS))
-def test_bench_learns_on_the_fixture(fixture_root, tmp_path, method):
-    results = run_bench(BenchConfig(corpus="mosei", data_root=str(fixture_root), methods=[method],
+def test_bench_learns_on_the_fixture(mosei_root, tmp_path, method):
+    results = run_bench(BenchConfig(corpus="mosei", data_root=str(mosei_root), methods=[method],
                                     out=str(tmp_path), loggers=["csv"], workers=1,
                                     hparams={method: MOSEI_METHODS[method]}))
     test = results[results["split"] == "test"].set_index(["task", "metric"])["value"]
-    manifest = Mosei(fixture_root).manifest()
+    manifest = Mosei(mosei_root).manifest()
     train, test_rows = manifest[manifest["split"] == "train"], manifest[manifest["split"] == "test"]
     emotions = list(Mosei.tasks[0].columns)
     baseline = np.abs(test_rows[emotions].to_numpy() - train[emotions].mean().to_numpy()).mean()

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_ravdess
+from fixtures.ravdess import make_ravdess
 
 from mmer_bench.corpora.base import CorpusNotFoundError
 from mmer_bench.corpora.ravdess import EMOTIONS, PUBLISHED_FOLDS, Ravdess, RavdessNameError, parse_name

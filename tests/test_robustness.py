@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mmer_bench.corpora.base import CorpusDataModule, collate
+from mmer_bench.data import CorpusDataModule, collate
 from mmer_bench.features import perturb
 from mmer_bench.features.base import extract
 from mmer_bench.features.store import FeatureStore, stable_hash

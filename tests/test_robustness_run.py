@@ -12,14 +12,15 @@ import pytest
 import torch
 
 from mmer_bench import robustness
-from mmer_bench.corpora.base import CorpusDataModule
+from mmer_bench.data import CorpusDataModule
 from mmer_bench.features.store import FeatureStore
 from mmer_bench.fusion import align, fuse
 from mmer_bench.protocols import Fold
 from mmer_bench.registry import CORPORA, METHODS
 from mmer_bench.results import RESULT_COLUMNS
 from mmer_bench.robustness_report import robustness_markdown
-from mmer_bench.runner import CHECKPOINT, BenchConfig, Runner, predict
+from mmer_bench.runner import BenchConfig, Runner
+from mmer_bench.train import CHECKPOINT, predict
 
 pytestmark = pytest.mark.slow
 CONDITIONS = ["speech-white-0db", "speech-removed", "face-noise-1sd"]

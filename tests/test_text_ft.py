@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mmer_bench.corpora.base import collate
+from mmer_bench.data import collate
 from mmer_bench.features.text import Tokens, default_minilm_path, load_tokenizer
 from mmer_bench.registry import EXTRACTORS, METHODS
 from mmer_bench.runner import BenchConfig, run_bench

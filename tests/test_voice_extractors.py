@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import write_tone
+from fixtures.media import write_tone
 
 from mmer_bench.features.base import extract
 from mmer_bench.features.store import FeatureStore

@@ -27,11 +27,11 @@ import json
 import logging
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
 from mmer_bench.corpora.base import Corpus, CorpusNotFoundError
+from mmer_bench.csd import ComputationalSequence, CsdFormatError
 from mmer_bench.protocols import LeakageError, official_split
 from mmer_bench.registry import CORPORA
 from mmer_bench.tasks import MOSEI_EMOTIONS, IntensityTask, SentimentTask
@@ -58,61 +58,6 @@ NOT_FOUND = (
     f"({LABELS}, {WORD_VECTORS}, CMU_MOSEI_COVAREP.csd, CMU_MOSEI_VisualFacet42.csd, "
     f"CMU_MOSEI_VisualOpenFace2.csd) and {FOLDS} there; `mmer download mosei` lists their URLs."
 )
-
-
-class CsdFormatError(ValueError):
-    """A .csd file that does not have the computational-sequence layout."""
-
-
-# --- reading computational sequences -----------------------------------------------------------
-
-class ComputationalSequence:
-    """Read access to one ``.csd`` file: its metadata and each video's (features, intervals)."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.file = h5py.File(self.path, "r")
-        roots = list(self.file.keys())
-        if len(roots) != 1 or "data" not in self.file[roots[0]]:
-            raise CsdFormatError(f"{self.path}: expected one sequence group holding data/ and metadata/, found {roots}")
-        self.name = roots[0]
-        self.data = self.file[self.name]["data"]
-
-    def metadata(self) -> dict:
-        """Metadata entries; values are JSON text in the release (decoded when they parse)."""
-        out = {}
-        for key, dataset in self.file[self.name].get("metadata", {}).items():
-            value = dataset[()]
-            value = value[0] if getattr(value, "shape", ()) else value
-            value = value.decode() if isinstance(value, bytes) else value
-            try:
-                out[key] = json.loads(value)
-            except (TypeError, ValueError):
-                out[key] = value
-        return out
-
-    def videos(self) -> list[str]:
-        return list(self.data.keys())
-
-    def __contains__(self, video: str) -> bool:
-        return video in self.data
-
-    def get(self, video: str) -> tuple[np.ndarray, np.ndarray]:
-        group = self.data[video]
-        features, intervals = group["features"][()], group["intervals"][()].astype(np.float64)
-        if len(features) != len(intervals) or intervals.ndim != 2 or intervals.shape[1] != 2:
-            raise CsdFormatError(f"{self.path}: {video} has {len(features)} feature rows and intervals of shape "
-                                 f"{intervals.shape}")
-        return features, intervals
-
-    def close(self) -> None:
-        self.file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def segment_id(video: str, index: int) -> str:

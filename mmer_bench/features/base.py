@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -34,12 +35,19 @@ class Extractor:
 
     version = "1"
     source_column = "audio_path"
+    # Every other manifest column the extractor reads (a clip can be fed from any of them).
+    extra_columns: ClassVar[tuple[str, ...]] = ()
     kind = "vector"
     # Run clips in a process pool when more than one worker is asked for. Off for extractors
     # cheaper than shipping their arrays between processes (a log-mel takes ~1.5 ms a clip;
     # pickling it back costs about as much). ``extract`` writes the store from a background
     # thread either way, so one core computes while the other encodes and writes.
     parallel = True
+
+    @classmethod
+    def manifest_columns(cls) -> set[str]:
+        """Every manifest column the extractor reads."""
+        return {cls.source_column, *cls.extra_columns}
 
     @property
     def name(self) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mmer_bench.corpora.mosei import ComputationalSequence
+from mmer_bench.csd import ComputationalSequence
 from mmer_bench.features.base import Extractor
 from mmer_bench.registry import EXTRACTORS
 

@@ -98,6 +98,7 @@ class AUMeans(Extractor):
 
     kind = "vector"
     source_column = "openface_path"
+    extra_columns = ("au_means_path",)
 
     def extract_many(self, manifest: pd.DataFrame, workers: int) -> dict:
         results: dict = {}

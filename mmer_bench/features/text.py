@@ -213,7 +213,7 @@ class Tokens(Extractor):
         if not {"dialogue", "utterance"} <= set(manifest.columns):
             raise ValueError(f"tokens: context_utterances={self.context_utterances} needs the manifest's dialogue "
                              "and utterance columns, and this corpus has no dialogues (set context_utterances: 0)")
-        from mmer_bench.corpora.base import dialogues_of
+        from mmer_bench.manifest import dialogues_of
 
         rows = manifest[manifest["clip_id"].isin(list(texts)) & manifest["dialogue"].notna()]
         out: dict[str, list[str]] = {}

@@ -20,14 +20,60 @@ values clamped to the label range; see tasks.py). A complete method::
 
 from __future__ import annotations
 
-from typing import ClassVar
+import copy
+import typing
+from dataclasses import asdict, dataclass, fields, make_dataclass
+from dataclasses import field as dataclass_field
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
 from torch import nn
 
 from mmer_bench.methods import augment
+from mmer_bench.settings import SettingsError, TrainRecipe, build, recipe_keys, split_known, unknown_message
 from mmer_bench.tasks import Task
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What every network reads: its optimiser, loss and batch augmentations. A method subclasses
+    it (a dataclass named ``Settings`` in its class) with its own documented fields."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"  # adam | adamw | sgd | ranger (RAdam + Lookahead, needs timm)
+    momentum: float = 0.9  # sgd only
+    scheduler: str | None = None  # None | "cosine" (over the recipe's max_epochs) | "step"
+    step_size: int = 50  # "step" scheduler: epochs per decay
+    gamma: float = 0.9  # "step" scheduler: decay factor
+    label_smoothing: float = 0.0
+    class_weighted: bool = False  # inverse-frequency class weights in the loss
+    mixup: float = 0.0  # Beta(alpha, alpha) mixup of inputs and targets (augment.py); 0 = off
+    # None | True | {time_masks, time_width, freq_masks, freq_width, inputs} (augment.py)
+    specaugment: bool | dict | None = None
+    # Training-time modality dropout: each modality of a clip absent with this probability
+    # (methods that handle absent inputs only; see augment.modality_dropout); 0 = off.
+    modality_dropout: float = 0.0
+
+
+def _inferred_type(value):
+    """A field type for a legacy ``defaults`` entry (None gives no type: any value)."""
+    if isinstance(value, bool):
+        return bool
+    if isinstance(value, int):
+        return int
+    if isinstance(value, float):
+        return float
+    if isinstance(value, str):
+        return str
+    if isinstance(value, tuple):
+        return tuple[_inferred_type(value[0]), ...] if value else tuple
+    if isinstance(value, list):
+        return list
+    if isinstance(value, dict):
+        return dict
+    return Any
 
 
 class EmotionRecognizer(L.LightningModule):
@@ -41,45 +87,54 @@ class EmotionRecognizer(L.LightningModule):
     handles_absent_inputs: ClassVar[bool] = False
     # Published results to show beside ours: {corpus: {"accuracy": 60.22, "source": "..."}}.
     paper: ClassVar[dict[str, dict]] = {}
-    # Defaults of the training recipe; a method overrides what its paper used and the
-    # benchmark YAML may override again.
+    # The method's own settings (a ModelSettings dataclass) and its paper's training recipe; the
+    # benchmark YAML's ``hparams: {method: {...}}`` overrides fields of either.
+    Settings: ClassVar[type] = ModelSettings
+    recipe: ClassVar[TrainRecipe] = TrainRecipe()
+    # Shorthand for both: a dict of defaults; each key goes to the recipe when it is a recipe
+    # field, else into a Settings dataclass derived from it (types taken from the values).
     defaults: ClassVar[dict] = {}
-    base_defaults: ClassVar[dict] = {
-        "lr": 1e-3,
-        "weight_decay": 0.0,
-        "optimizer": "adam",  # adam | adamw | sgd | ranger (RAdam + Lookahead, needs timm)
-        "momentum": 0.9,
-        "scheduler": None,  # None | "cosine" | "step"
-        "step_size": 50,
-        "gamma": 0.9,
-        "label_smoothing": 0.0,
-        "class_weighted": False,
-        "max_epochs": 100,
-        "patience": 20,  # None: no early stopping, train max_epochs (no validation selection)
-        # What validation selects the epoch on: None = the corpus's primary metric (in its own
-        # direction), "loss" = the validation loss (lower is better).
-        "monitor": None,
-        "batch_size": 32,
-        "gradient_clip_val": None,
-        # After validation has chosen the epoch count, train a fresh model on train + val for
-        # that many epochs (the test part still chooses nothing; val scores are then in-sample).
-        # With patience None: train on train + val for max_epochs.
-        "refit": False,
-        # Batch augmentations (methods/augment.py), training steps only.
-        "mixup": 0.0,  # Beta(alpha, alpha) mixup of inputs and targets; 0 = off
-        "specaugment": None,  # None | True | {time_masks, time_width, freq_masks, freq_width, inputs}
-        # Training-time modality dropout: each modality of a clip absent with this probability
-        # (methods that handle absent inputs only; see augment.modality_dropout).
-        "modality_dropout": 0.0,
-    }
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("defaults")
+        if not own or "Settings" in cls.__dict__:
+            return
+        recipe_part, model_part = split_known(own, recipe_keys())
+        cls.recipe = build(TrainRecipe, recipe_part, f"{cls.__name__}.defaults", base=cls.recipe)
+        declared = {f.name: f for f in fields(cls.Settings)}
+        hints = typing.get_type_hints(cls.Settings)
+        specs = []
+        for name, value in model_part.items():
+            kind = hints[name] if name in declared else _inferred_type(value)
+            default = dataclass_field(default_factory=lambda v=value: copy.deepcopy(v)) \
+                if isinstance(value, (list, dict)) else dataclass_field(default=value)
+            specs.append((name, kind, default))
+        cls.Settings = make_dataclass(f"{cls.__name__}Settings", specs, bases=(cls.Settings,), frozen=True)
+
+    @classmethod
+    def resolve(cls, overrides: dict | None = None, where: str | None = None) -> tuple[ModelSettings, TrainRecipe]:
+        """The method's settings and recipe with ``overrides`` (a flat dict, e.g. a YAML
+        ``hparams`` entry) applied; an unknown key or a value of the wrong type is an error."""
+        where = where or cls.__name__
+        known = [f.name for f in fields(cls.Settings)] + sorted(recipe_keys())
+        for key in overrides or {}:
+            if key not in known:
+                raise SettingsError(unknown_message(key, known, where, "setting"))
+        recipe_part, model_part = split_known(overrides or {}, recipe_keys())
+        return build(cls.Settings, model_part, where), build(TrainRecipe, recipe_part, where, base=cls.recipe)
+
+    @classmethod
+    def hparam_defaults(cls) -> dict:
+        """Every setting and recipe field with its default, as one flat dict."""
+        return {**asdict(cls.Settings()), **asdict(cls.recipe)}
 
     def __init__(self, tasks: tuple[Task, ...], input_dims: dict[str, int],
                  class_counts: dict[str, list[int]] | None = None, **hparams):
         super().__init__()
-        unknown = set(hparams) - set(self.hparam_defaults())
-        if unknown:
-            raise TypeError(f"{type(self).__name__}: unknown hyperparameters {sorted(unknown)}")
-        self.hp = {**self.hparam_defaults(), **hparams}
+        self.settings, self.recipe_used = self.resolve(hparams)
+        # Flat view the layers read (self.hp["hidden"]); the scheduler reads the recipe's max_epochs.
+        self.hp = {**asdict(self.settings), **asdict(self.recipe_used)}
         self.save_hyperparameters({"hp": self.hp, "input_dims": input_dims})
         self.tasks = tuple(tasks)
         self.input_dims = dict(input_dims)
@@ -102,20 +157,14 @@ class EmotionRecognizer(L.LightningModule):
         )
 
     @classmethod
-    def hparam_defaults(cls) -> dict:
-        return {**cls.base_defaults, **cls.defaults}
-
-    @classmethod
     def modality_groups(cls) -> dict[str, list[str]]:
         """Modality (speech, face, text) -> the method's input names that carry it."""
-        from mmer_bench.features.perturb import SOURCE_MODALITY
+        from mmer_bench.features.perturb import modality_of
         from mmer_bench.registry import EXTRACTORS
 
         groups: dict[str, list[str]] = {}
         for name, extractor in cls.inputs.items():
-            source = EXTRACTORS.get(extractor)
-            modality = getattr(source, "modality", None) or SOURCE_MODALITY.get(source.source_column, name)
-            groups.setdefault(modality, []).append(name)
+            groups.setdefault(modality_of(EXTRACTORS.get(extractor)) or name, []).append(name)
         return groups
 
     # --- what a method implements -------------------------------------------------------

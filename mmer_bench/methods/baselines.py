@@ -1,36 +1,48 @@
-"""Simple baselines that are not tied to one paper."""
+"""Simple baselines that are not tied to one paper: one hidden layer over pooled inputs."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
-from torch import nn
 
 from mmer_bench.methods.base import EmotionRecognizer
+from mmer_bench.methods.layers import masked_mean, mlp_body
 from mmer_bench.registry import METHODS
 
 
+class PooledMLP(EmotionRecognizer):
+    """Each input pooled to one vector (a frame sequence: its masked mean), concatenated in
+    ``inputs`` order, through ``mlp_body`` (hidden units ``hidden``, dropout ``dropout``), one
+    head per task. A subclass states its inputs, scaling and recipe."""
+
+    input_dropout: ClassVar[float | None] = None  # dropout on the input vector, before the layer
+
+    def build(self):
+        width = sum(self.input_dims[name] for name in self.inputs)
+        self.body = mlp_body(width, self.hp["hidden"], self.hp.get("dropout"), self.input_dropout)
+        self.heads = self.task_heads(self.hp["hidden"])
+
+    def pooled(self, batch) -> torch.Tensor:
+        parts = [masked_mean(batch["inputs"][name], batch["masks"][name]) if name in batch["masks"]
+                 else batch["inputs"][name] for name in self.inputs]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+    def forward(self, batch):
+        return self.apply_heads(self.body(self.pooled(batch)))
+
+
 @METHODS.register("egemaps-mlp")
-class EGeMAPSMLP(EmotionRecognizer):
+class EGeMAPSMLP(PooledMLP):
     """Speech baseline: the 88 eGeMAPSv02 functionals (Eyben et al. 2016), standardised on the
     training clips, through one hidden layer. No paper number: eGeMAPS was designed as a
     reference feature set, and this is the plain classifier people put on it."""
 
     inputs = {"speech": "egemaps"}
     scaling = {"speech": "standard"}
+    input_dropout = 0.1
     defaults = {"hidden": 128, "dropout": 0.3, "lr": 1e-3, "weight_decay": 1e-4, "max_epochs": 150,
                 "patience": 30, "batch_size": 64, "refit": True}
-
-    def build(self):
-        self.body = nn.Sequential(
-            nn.Dropout(0.1),
-            nn.Linear(self.input_dims["speech"], self.hp["hidden"]),
-            nn.ReLU(),
-            nn.Dropout(self.hp["dropout"]),
-        )
-        self.heads = self.task_heads(self.hp["hidden"])
-
-    def forward(self, batch):
-        return self.apply_heads(self.body(batch["inputs"]["speech"]))
 
 
 @METHODS.register("compare-mlp")
@@ -44,7 +56,7 @@ class ComParEMLP(EGeMAPSMLP):
 
 
 @METHODS.register("text-mlp")
-class TextMLP(EmotionRecognizer):
+class TextMLP(PooledMLP):
     """Text baseline: the MiniLM sentence embedding of the transcript, standardised on the
     training clips, through one hidden layer, with one head per task of the corpus (on MELD:
     emotion and sentiment, trained jointly). No paper number: it is the plain classifier on a
@@ -52,24 +64,13 @@ class TextMLP(EmotionRecognizer):
 
     inputs = {"text": "minilm"}
     scaling = {"text": "standard"}
+    input_dropout = 0.1
     defaults = {"hidden": 256, "dropout": 0.3, "lr": 1e-3, "weight_decay": 1e-4, "max_epochs": 100,
                 "patience": 15, "batch_size": 64}
 
-    def build(self):
-        self.body = nn.Sequential(
-            nn.Dropout(0.1),
-            nn.Linear(self.input_dims["text"], self.hp["hidden"]),
-            nn.ReLU(),
-            nn.Dropout(self.hp["dropout"]),
-        )
-        self.heads = self.task_heads(self.hp["hidden"])
-
-    def forward(self, batch):
-        return self.apply_heads(self.body(batch["inputs"]["text"]))
-
 
 @METHODS.register("seq-mean-mlp")
-class SeqMeanMLP(EmotionRecognizer):
+class SeqMeanMLP(PooledMLP):
     """CMU-MOSEI baseline: the masked mean over words of each word-aligned modality (GloVe,
     COVAREP, FACET), standardised on the training segments, concatenated, through one hidden
     layer, with a head per task (emotion intensities and sentiment). No paper number: it is the
@@ -86,21 +87,9 @@ class SeqMeanMLP(EmotionRecognizer):
     defaults = {"hidden": 128, "dropout": 0.2, "lr": 1e-3, "weight_decay": 1e-4, "max_epochs": 50,
                 "patience": 10, "batch_size": 32}
 
-    def build(self):
-        width = sum(self.input_dims[name] for name in self.inputs)
-        self.body = nn.Sequential(nn.Linear(width, self.hp["hidden"]), nn.ReLU(), nn.Dropout(self.hp["dropout"]))
-        self.heads = self.task_heads(self.hp["hidden"])
-
-    def forward(self, batch):
-        means = []
-        for name in self.inputs:
-            values, mask = batch["inputs"][name], batch["masks"][name].unsqueeze(-1).float()
-            means.append((values * mask).sum(1) / mask.sum(1).clamp(min=1))
-        return self.apply_heads(self.body(torch.cat(means, dim=-1)))
-
 
 @METHODS.register("wordvec-mlp")
-class WordVecMLP(EmotionRecognizer):
+class WordVecMLP(PooledMLP):
     """Text baseline on word vectors shipped with a corpus (MERC2020's 200-d word2vec): the mean
     of a clip's word vectors (padding masked out), standardised per dimension on the training
     clips, through one hidden layer, one head per task. No paper number."""
@@ -109,17 +98,3 @@ class WordVecMLP(EmotionRecognizer):
     scaling = {"words": "standard"}
     defaults = {"hidden": 128, "dropout": 0.3, "lr": 1e-3, "weight_decay": 1e-4, "max_epochs": 100,
                 "patience": 15, "batch_size": 32}
-
-    def build(self):
-        self.body = nn.Sequential(
-            nn.Linear(self.input_dims["words"], self.hp["hidden"]),
-            nn.ReLU(),
-            nn.Dropout(self.hp["dropout"]),
-        )
-        self.heads = self.task_heads(self.hp["hidden"])
-
-    def forward(self, batch):
-        words = batch["inputs"]["words"]
-        mask = batch["masks"]["words"].unsqueeze(-1).to(words.dtype)
-        pooled = (words * mask).sum(1) / mask.sum(1).clamp(min=1)  # mean over real words only
-        return self.apply_heads(self.body(pooled))

@@ -10,19 +10,23 @@ one batch, so the runner, the data module and the results need nothing frame-spe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import nn
 
 from mmer_bench.aggregate import aggregate_frames, check_aggregation
-from mmer_bench.methods.base import EmotionRecognizer
+from mmer_bench.methods.base import EmotionRecognizer, ModelSettings
+from mmer_bench.methods.layers import mlp_body
 from mmer_bench.registry import METHODS
 
 
 class FrameLevelRecognizer(EmotionRecognizer):
     frame_input: ClassVar[str] = ""  # the input whose mask marks the real frames
-    base_defaults: ClassVar[dict] = {**EmotionRecognizer.base_defaults, "aggregate": "mean_probs"}
+
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        aggregate: str = "mean_probs"  # frames -> clip: vote | mean_probs | mean_logits
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -75,11 +79,7 @@ class AUFrameMLP(FrameLevelRecognizer):
                 "patience": 15, "batch_size": 16}
 
     def build(self):
-        self.body = nn.Sequential(
-            nn.Linear(self.input_dims["au"], self.hp["hidden"]),
-            nn.ReLU(),
-            nn.Dropout(self.hp["dropout"]),
-        )
+        self.body = mlp_body(self.input_dims["au"], self.hp["hidden"], self.hp["dropout"])
         self.heads = self.task_heads(self.hp["hidden"])
 
     def forward(self, batch):

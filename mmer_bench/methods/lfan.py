@@ -4,66 +4,16 @@ Richet, Belharbi, Aslam, Schadt, González-González, Cortal, Koerich, Pedersoli
 Granger (2024), "Text- and Feature-based Models for Compound Multimodal Emotion Recognition in
 the Wild", arXiv:2407.12927 (7th ABAW challenge; C-EXPR-DB compound emotions, and MELD).
 
-The system: frame-level features per modality (face embeddings of an IR-ResNet-50, VGGish
-audio, BERT text), each through a temporal convolutional network; at each time step an
-attention across the modalities; the attended features concatenated with the leader's (video)
-features; a linear classifier per frame; a video's prediction from its frames' logits.
-
-``lfan`` here, per clip:
-
-1. Inputs ``video`` (``face-embedding``), ``audio`` (``vggish``), ``text`` (``bert-frames``),
-   standardised per dimension on the training clips (the original computes means/stds too). A
-   benchmark YAML swaps extractors through its ``inputs:`` section.
-2. **Alignment**: the modalities arrive at different frame counts. Each is resampled to the
-   leader's (video) frame count of that clip by nearest frame in relative time: video frame
-   ``i`` of ``n_v`` takes frame ``floor((i + 0.5) * n_m / n_v)`` of a modality with ``n_m``
-   frames. (Relative, not absolute, time: ``face-embedding`` leaves out frames without a face,
-   so its frames are not evenly spaced, and extractors may cover slightly different spans.)
-3. **Windows** of ``window`` (300) leader frames: in training one random window per clip; at
-   evaluation windows every ``hop`` (200) frames, the last one ending at the clip's end, and
-   each frame's logits averaged over the windows that cover it. A clip shorter than a window
-   is padded by repeating its last frame (those frames never count).
-4. Per modality a TCN (kernel 5, dilations 1/2/4/8 over the ``channels`` levels: video
-   256-256-128-128, audio 64-64-32-32, text 256-256-128-128; two weight-normed dilated
-   convolutions per level with ReLU and dropout 0.1, residual connection, 1x1 convolution when
-   the width changes), then BatchNorm over the real frames of the batch (MaskedBatchNorm).
-5. Per time step, each modality projected to q, k, v (``modal_dim`` 32), ``heads`` (2)-head
-   attention across the modalities, plus the values as residual, output projection, dropout,
-   LayerNorm; the modalities' outputs concatenated with the leader's TCN output, then a linear
-   layer per frame and task head.
-6. Training: every real frame of the window carries its clip's label (``FrameLevelRecognizer``);
-   the clip's prediction aggregates its real frames (``aggregate``: ``mean_logits`` by default,
-   the original's frame-averaged logits; ``vote`` or ``mean_probs`` selectable).
-
-Recipe (the authors' MELD command): SGD with Nesterov momentum 0.9, lr 1e-4, weight decay 1e-4,
-step decay x0.9 every 50 epochs, batch size 2, early stopping after 50 epochs without
-improvement. The epoch is selected on the corpus's primary validation metric (the base class's
-default): weighted F1 on MELD, the recipe's selection metric; on corpora whose primary metric is
-another one (macro-F1 on C-EXPR-DB, accuracy on RAVDESS and the synthetic corpus) that metric
-selects instead (``monitor="loss"`` selects on the validation loss). ``max_epochs`` is 200
-instead of the original's 1000, to bound a benchmark run; a benchmark YAML can restore it.
-
-What differs from the original and why:
-
-- **No pretrained encoders**: the IR-ResNet-50 face network, VGGish's AudioSet weights and
-  bert-base-uncased cannot be fetched here. ``face-embedding`` and ``vggish`` run with whatever
-  local checkpoint the benchmark config gives them (random initialisation otherwise, with a
-  warning), and ``bert-frames`` defaults to the offline all-MiniLM-L6-v2 (384-d, 6 layers)
-  instead of bert-base-uncased (768-d): pass ``model_path`` to use a local bert-base-uncased.
-- **Text timing**: no corpus here has word timestamps, so ``bert-frames`` spreads words
-  uniformly over the utterance (see mmer_bench/features/text_frames.py); the alignment above
-  is by relative time.
-- **Causal TCN**: the convolutions are causal (left padding only), the form of the generic TCN
-  of Bai et al. (2018) that the ABAW3 code base LFAN builds on uses; ``causal=False`` centres
-  them. Causal or not, every window is filled with the clip's own frames (repeats of the last
-  one at the end) and only real frames enter BatchNorm statistics, the loss and the clip
-  average, so a clip's output never depends on its batch.
-- **One window per clip per training step** (the original cut every training video into
-  windows and sampled windows); utterance-level corpora such as MELD rarely exceed one window.
-- The original's "load the best weights at each epoch" option is not reproduced; the base
-  runner keeps the best validation epoch's weights.
-- No paper number is shown beside ours: the LFAN figures of the paper could not be checked
-  offline here.
+``lfan``: frame-level ``video`` (``face-embedding``), ``audio`` (``vggish``) and ``text``
+(``bert-frames``) inputs, each resampled to the leader's (video) frames by relative time
+(``gather_windows``), cut into windows of ``window`` leader frames (one random window per clip
+in training; every ``hop`` frames at evaluation, logits averaged where windows overlap); a TCN
+per modality, BatchNorm over real frames, per-step attention across the modalities, the
+attended features concatenated with the leader's, a linear head per frame; clips aggregate
+their frames (``FrameLevelRecognizer``). Recipe: the authors' MELD command (SGD, lr 1e-4).
+No paper number is shown (it could not be checked offline). The steps in detail, the recipe and
+every deviation from the original with its reason are in the README (Method notes:
+methods/lfan.py).
 """
 
 from __future__ import annotations

@@ -32,32 +32,34 @@ dataset", Applied Sciences 12(1):327. Subject-wise 5-fold CV on RAVDESS speech c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from mmer_bench.methods.base import EmotionRecognizer
+from mmer_bench.fusion import Stacker
+from mmer_bench.methods.base import EmotionRecognizer, ModelSettings
+from mmer_bench.methods.baselines import PooledMLP
 from mmer_bench.methods.layers import AttentionPooling, masked_mean, run_rnn
-from mmer_bench.registry import METHODS
+from mmer_bench.registry import METHODS, STACKERS
+from mmer_bench.settings import TrainRecipe
 
 
 @METHODS.register("luna2022-au-mlp")
-class Luna2022AUMLP(EmotionRecognizer):
+class Luna2022AUMLP(PooledMLP):
     inputs = {"au": "au-means"}
     scaling = {"au": "minmax"}
     paper = {"ravdess": {"accuracy": 60.22, "accuracy_std": 2.53,
                          "source": "Luna-Jimenez et al. 2022, Applied Sciences 12:327, Table 3"}}
     # The paper's recipe: 200 epochs on every training actor, no epoch selection.
-    defaults = {"hidden": 80, "lr": 1e-3, "weight_decay": 1e-4, "max_epochs": 200, "patience": None,
-                "batch_size": 200, "refit": True}
+    recipe = TrainRecipe(max_epochs=200, patience=None, batch_size=200, refit=True)
 
-    def build(self):
-        self.body = nn.Sequential(nn.Linear(self.input_dims["au"], self.hp["hidden"]), nn.ReLU())
-        self.heads = self.task_heads(self.hp["hidden"])
-
-    def forward(self, batch):
-        return self.apply_heads(self.body(batch["inputs"]["au"]))
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        hidden: int = 80  # hidden units (MLPClassifier's hidden_layer_sizes)
+        lr: float = 1e-3
+        weight_decay: float = 1e-4  # MLPClassifier's L2 alpha
 
 
 @METHODS.register("luna2022-au-bilstm")
@@ -67,8 +69,15 @@ class Luna2022AUBiLSTM(EmotionRecognizer):
     paper = {"ravdess": {"accuracy": 62.13,
                          "source": "Luna-Jimenez et al. 2022, Applied Sciences 12:327 (bi-LSTM on AU sequences)",
                          "note": "needs per-frame OpenFace AUs of the RAVDESS videos"}}
-    defaults = {"hidden": 50, "layers": 2, "dropout": 0.3, "lr": 1e-3, "class_weighted": True,
-                "gradient_clip_val": 1.0, "max_epochs": 150, "patience": 20, "batch_size": 32}
+    recipe = TrainRecipe(gradient_clip_val=1.0, max_epochs=150, patience=20, batch_size=32)
+
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        hidden: int = 50  # LSTM units per direction
+        layers: int = 2
+        dropout: float = 0.3  # between LSTM layers
+        lr: float = 1e-3
+        class_weighted: bool = True
 
     def build(self):
         hidden = self.hp["hidden"]
@@ -89,10 +98,17 @@ class Luna2022Wav2Vec2FT(EmotionRecognizer):
     scaling: ClassVar[dict[str, str]] = {}  # normalised per clip in forward
     paper = {"ravdess": {"accuracy": 81.82,
                          "source": "Luna-Jimenez et al. 2022, Applied Sciences 12:327 (xlsr-53 fine-tuned)"}}
-    # mask_time_prob: the encoder's training-time masking of frames (None: the checkpoint's own,
-    # 0.05 for the released ones; spans of 10 frames = 200 ms, so lower it for very short clips).
-    defaults = {"model_path": None, "tiny_random": False, "mask_time_prob": None, "dropout": 0.1, "lr": 1e-4, "max_epochs": 20,
-                "patience": 5, "batch_size": 8}
+    recipe = TrainRecipe(max_epochs=20, patience=5, batch_size=8)
+
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        model_path: str | None = None  # a local transformers wav2vec2 folder (e.g. xlsr-53)
+        tiny_random: bool = False  # a tiny random encoder, for tests
+        # The encoder's training-time masking of frames (None: the checkpoint's own, 0.05 for the
+        # released ones; spans of 10 frames = 200 ms, so lower it for very short clips).
+        mask_time_prob: float | None = None
+        dropout: float = 0.1  # of the classification head
+        lr: float = 1e-4
 
     def build(self):
         from transformers import Wav2Vec2Model
@@ -116,11 +132,9 @@ class Luna2022Wav2Vec2FT(EmotionRecognizer):
 
     def forward(self, batch):
         wave, mask = batch["inputs"]["wave"].squeeze(-1), batch["masks"]["wave"]
-        weights = mask.to(wave.dtype)
-        count = weights.sum(1, keepdim=True).clamp(min=1)
-        mean = (wave * weights).sum(1, keepdim=True) / count
-        var = (((wave - mean) * weights) ** 2).sum(1, keepdim=True) / count
-        wave = (wave - mean) / torch.sqrt(var + 1e-7) * weights
+        mean = masked_mean(wave.unsqueeze(-1), mask)  # (B, 1)
+        var = masked_mean(((wave - mean) ** 2).unsqueeze(-1), mask)
+        wave = (wave - mean) / torch.sqrt(var + 1e-7) * mask.to(wave.dtype)
         states = self.encoder(wave, attention_mask=mask.long()).last_hidden_state
         frames = self.encoder._get_feat_extract_output_lengths(mask.sum(1))
         frame_mask = torch.arange(states.shape[1], device=states.device)[None, :] < frames[:, None]
@@ -128,23 +142,15 @@ class Luna2022Wav2Vec2FT(EmotionRecognizer):
         return self.apply_heads(self.dropout(torch.tanh(self.dense(self.dropout(pooled)))))
 
 
-@METHODS.register("luna2022-fusion")
-class Luna2022Fusion:
-    """Late fusion of the posteriors of other methods of the same run (not a network: the
-    runner trains it on the training clips' posteriors after the fused methods' jobs).
+@STACKERS.register("luna2022-fusion")
+class Luna2022Fusion(Stacker):
+    """Logistic regression (C=1) on MinMax-scaled concatenated posteriors (fusion.py).
 
     Under a robustness condition (mmer_bench/robustness.py) it fuses the sources' test
     posteriors under that condition; a source that is "n/a" there (its modality removed) is left
     out and the logistic regression is refitted on the training posteriors of the sources still
     present, so with the audio removed it falls back to the facial sources alone."""
 
-    is_fusion = True
-    inputs: ClassVar[dict[str, str]] = {}
     paper = {"ravdess": {"accuracy": 86.70,
                          "source": "Luna-Jimenez et al. 2022, Table 5",
                          "note": "fuses fine-tuned wav2vec2 + AU MLP + AU BiLSTM; our row fuses the methods of this run"}}
-    defaults: ClassVar[dict] = {"C": 1.0, "fuse": None}  # fuse: method names; None = every other method run
-
-    @classmethod
-    def hparam_defaults(cls) -> dict:
-        return dict(cls.defaults)

@@ -1,102 +1,24 @@
 """Baselines from the MELD paper, a three-branch MELD fusion baseline, and CAER-Net.
 
 Poria, Hazarika, Majumder, Naik, Cambria, Mihalcea (2019), "MELD: A Multimodal Multi-Party
-Dataset for Emotion Recognition in Conversations", ACL 2019, pp. 527-536. Its utterance-level
-baselines (text-CNN: 55.02 weighted-F1 on the 7 emotions):
+Dataset for Emotion Recognition in Conversations", ACL 2019, pp. 527-536, results table:
 
-- ``meld-text-cnn``: the text CNN of Kim (2014) as the MELD paper uses it: GloVe word vectors
-  -> 1-D convolutions with windows 3, 4 and 5 of ``filters`` filters each (50 in the paper; 512
-  selectable) -> max-pool over time -> concatenation -> Dense(100, ReLU) -> dropout 0.5 -> the
-  heads, class-weighted cross-entropy. What differs and why: the paper pads every utterance to
-  a fixed length and lets the padding enter the max-pool; here positions past an utterance's
-  real words are set to -inf before pooling, so padding never wins the max and a prediction
-  does not depend on the other utterances of its batch. Utterances shorter than the widest
-  window are zero-padded inside ``forward`` to that width (a window that covers only padding is
-  still masked out). The 50-d GloVe 6B vectors (``glove`` default) stand in for the paper's 300-d
-  vectors, which are not packaged here.
-- ``meld-bclstm``: the MELD paper's contextual model, bcLSTM (Poria et al. 2017, "Context-
-  Dependent Sentiment Analysis in User-Generated Videos", ACL; MELD results table, bcLSTM text
-  row: 56.44 weighted-F1 on the 7 emotions): utterance vectors of a whole dialogue -> dropout ->
-  2 stacked BiLSTM(300) over the utterances in order -> per utterance Dense(100, ReLU) ->
-  dropout -> the heads, class-weighted. Batches hold whole dialogues (``reads_dialogues = True``);
-  the BiLSTM reads only a dialogue's real utterances (packed), so a dialogue's predictions do not
-  depend on the others in its batch. What differs and why: the paper's two-stage pipeline feeds
-  utterance features of a text-CNN trained first; here the utterance vector comes from a frozen
-  sentence encoder (``minilm`` by default; any per-utterance vector extractor, several
-  concatenated, via the benchmark's ``inputs:``). With ``utterance_encoder: cnn`` and word
-  vectors as input (``inputs: {meld-bclstm: {text: glove}}``) each utterance goes through the
-  text CNN (``filters`` x ``windows``, Dense(``utterance_dim``, ReLU)) first, as in the paper,
-  but trained jointly with the bcLSTM in one stage rather than in two.
-- ``meld-audio-cnn``: MELD's audio baseline feeds the 34 pyAudioAnalysis features
-  (``meld-audio34``, at most 100 frames of 0.2 s) to a classifier; the paper gives no network
-  detail beyond its audio-only audio-only weighted-F1.
-  Here: two Conv1D layers (``channels`` 64 -> 128, kernel 3, BatchNorm over real frames, ReLU)
-  -> masked max and mean pooling over the real frames -> dropout -> heads, class-weighted. It is
-  a small, documented stand-in, not a reproduction; no paper figure is shown beside it.
-- ``meld-baseline-fusion``: the utterance-level three-branch baseline of the MULTIMODAL-EMOTION-
-  RECOGNITION project (github.com/ankurbhatia24/MULTIMODAL-EMOTION-RECOGNITION, notebook
-  ``model/multimodal_baseline.ipynb``), built on MELD and its text-CNN: video frames -> ConvLSTM2D (32 filters, 3x3) -> BatchNorm -> a 2-D conv
-  stack (64-128-64-32 with 2x2 max-pools); audio frames -> Conv1D stack; GloVe words -> text CNN;
-  the three vectors concatenated, one softmax head for the 7 emotions and one for the 3
-  sentiments, the two losses summed. The MELD paper reports no figure for it: its own
-  multimodal baselines (bcLSTM, DialogueRNN) concatenate text and audio features inside a
-  dialogue-level context model and leave video out, so no paper number is shown beside it.
-  Here: ``video`` (``face-crops``) -> at most ``max_frames`` (10) of each clip's real frames ->
-  optional ``downsample`` average pooling -> a ConvLSTM (``convlstm`` 32 channels, 3x3, written
-  here: :class:`ConvLSTMCell`) that advances on real frames only and passes on the state after
-  the last real frame (``video_state="last"``, Keras's ``return_sequences=False``) or the mean
-  hidden state over the real frames (``"mean"``) -> BatchNorm -> [2x2 max-pool, conv3x3-BN-ReLU]
-  for ``video_channels`` 64-128-64-32 -> global average pool (32); ``width`` scales the ConvLSTM
-  and conv channels (and ``downsample`` the frames) for a CPU. ``audio`` (``meld-audio34``,
-  standardised) -> the ``meld-audio-cnn`` body (:class:`AudioCNN`: Conv1D 64-128, BatchNorm over
-  real frames, ReLU, masked max + mean pooling; 256). ``text`` (``glove``) -> the
-  ``meld-text-cnn`` body (:class:`TextCNN`: windows 3-4-5 x 50 filters, masked max; 150).
-  Concatenation -> Dense(``dense`` 128, ReLU) -> dropout 0.5 -> emotion and sentiment heads,
-  class-weighted cross-entropy on each, summed by the base class. What differs from that
-  notebook and why:
-
-  * Frames: the notebook feeds 10 whole frames of 84 x 150 per utterance. video.py has no
-    plain whole-frame extractor (``context-frames`` blacks out the face box), so the default is
-    ``face-crops`` (aligned 96 x 96 face crops, frames without a face left out), the frame-level
-    extractor that keeps the expression; a benchmark config may point ``video`` at
-    ``context-frames`` (set ``frame_size`` to its (height, width); square sizes are inferred).
-    Clips where no frame has a face fail extraction (``skip_missing`` leaves them out). The 10
-    frames become ``max_frames``: the centres of 10 equal parts of a longer clip's real frames,
-    every frame of a shorter one, instead of a fixed 10 including padding.
-  * ConvLSTM: 'same' instead of 'valid' padding, sigmoid gates (Keras 2's default recurrent
-    activation was a hard sigmoid), forget-gate bias 1; padded frames never update the state,
-    so a prediction does not depend on the other clips of its batch.
-  * Conv stack: the notebook's convolutions are linear ('valid', no activation, BatchNorm
-    only), which makes the stack one linear map between poolings, and it flattens the last map
-    (160 values for 84 x 150 frames); here each conv is followed by BatchNorm and ReLU, and a
-    global average pool gives a vector whose size does not depend on the frame size.
-  * Audio: the notebook reshapes 40 MFCC values to (10, 4) for a Conv1D 16-32; here the MELD
-    release's (100, 34) frame features (``meld-audio34``) go through the ``meld-audio-cnn`` body.
-  * Text: the notebook runs Conv1D 64 (width 5) -> max-pool 2 -> Conv1D 100 (width 5) -> global
-    max over 20 frozen 300-d GloVe vectors; here the MELD paper's text CNN (``meld-text-cnn``'s
-    body) over the 50-d GloVe 6B vectors, masked as described above.
-  * Fusion: the notebook puts both softmax heads straight on the concatenation with plain
-    cross-entropy; here a Dense(128, ReLU) + dropout 0.5 layer comes first (the MELD text-CNN's
-    Dense + dropout, shared by the three branches), and the cross-entropy is class-weighted
-    (inverse frequency) because MELD is dominated by *neutral*.
+- ``meld-text-cnn``: Kim's (2014) text CNN over GloVe (text-CNN row: 55.02 weighted-F1, 7 emotions).
+- ``meld-bclstm``: bcLSTM (Poria et al. 2017, ACL) over a whole dialogue's utterance vectors
+  (bcLSTM text row: 56.44 weighted-F1); batches hold whole dialogues (``reads_dialogues``).
+- ``meld-audio-cnn``: a small Conv1D stand-in on MELD's 34 audio features (no paper figure).
+- ``meld-baseline-fusion``: the three-branch video ConvLSTM + audio Conv1D + text CNN baseline of
+  github.com/ankurbhatia24/MULTIMODAL-EMOTION-RECOGNITION (``model/multimodal_baseline.ipynb``);
+  no paper figure.
 
 Lee, Kim, Kim, Park, Sohn (2019), "Context-Aware Emotion Recognition Networks", ICCV 2019,
-pp. 10143-10152 (CAER-Net-S, the image variant, Table 3: 73.51% accuracy on CAER-S):
+pp. 10143-10152, Table 3 (CAER-Net-S on CAER-S: 73.51% accuracy):
 
-- ``caer-net``: two streams per sampled frame, each five conv blocks of 32-64-128-256-256
-  channels (3x3 conv, BatchNorm, ReLU; 2x2 max-pool between blocks), ``width`` scaling the
-  channels (1.0 = the paper; less for CPU). The face stream (``face-crops``, ``face_size``
-  square, 96 like the extractor default) is global-average-pooled; the context stream
-  (``context-frames``, ``context_height`` x ``context_width`` = 96 x 128 like the extractor,
-  face box blacked out) is pooled by spatial attention (conv 256-128, ReLU, conv 128-1, softmax
-  over positions, attention-weighted sum). Adaptive fusion: a small network per stream maps its
-  feature to a scalar, a softmax across the two streams gives the weights, and the weighted
-  features are concatenated and go through a fused head (Linear-ReLU-dropout-heads). What differs
-  and why: ``face-crops`` leaves out frames without a detected face while ``context-frames``
-  keeps every frame, so the two streams of a clip need not have the same frames; each stream's
-  per-frame features are therefore averaged over that stream's real frames before fusion (one
-  fused prediction per clip), instead of fusing frame pairs. Inputs are scaled to [0, 1] by the
-  extractors; no further normalisation.
+- ``caer-net``: face and context conv streams, attention-pooled context, adaptive fusion.
+
+Every branch reads only real frames / words, so a prediction never depends on its batch. The
+architectures in detail and each deviation from the originals, with its reason, are in the
+README (Method notes: methods/meld2019.py).
 """
 
 from __future__ import annotations
@@ -108,66 +30,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmer_bench.methods.base import EmotionRecognizer
-from mmer_bench.methods.layers import MaskedBatchNorm, masked_mean, run_rnn
+from mmer_bench.methods.layers import AudioCNN, TextCNN, conv_tower, masked_mean, run_rnn, sample_frames
 from mmer_bench.registry import METHODS
-
-
-def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Max over real frames: (B, T, D), (B, T) -> (B, D); padding filled with -inf first."""
-    return x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
-
-
-class TextCNN(nn.Module):
-    """Kim's (2014) text CNN body: word vectors (B, T, D) -> 1-D convolutions of each window width
-    -> ReLU -> max over the windows that start on a real word -> concatenation (B, len(windows) x
-    filters). Utterances shorter than the widest window are zero-padded to that width; positions
-    past an utterance's real words read zeros and never win the max."""
-
-    def __init__(self, dim: int, filters: int, windows):
-        super().__init__()
-        self.windows = tuple(int(w) for w in windows)
-        self.convs = nn.ModuleList(nn.Conv1d(dim, filters, w) for w in self.windows)
-        self.out_features = len(self.windows) * filters
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        widest = max(self.windows)
-        if x.shape[1] < widest:  # utterances shorter than the widest window: pad with zeros
-            pad = widest - x.shape[1]
-            x = F.pad(x, (0, 0, 0, pad))
-            mask = F.pad(mask, (0, pad), value=False)
-        x = torch.where(mask.unsqueeze(-1), x, 0.0)  # padded positions read zeros, whatever was there
-        x = x.transpose(1, 2)  # (B, D, T)
-        length = mask.sum(1, keepdim=True)
-        pooled = []
-        for conv, w in zip(self.convs, self.windows):
-            out = torch.relu(conv(x)).transpose(1, 2)  # (B, T - w + 1, F)
-            start = torch.arange(out.shape[1], device=x.device)[None, :]
-            # A window is real when it starts on a real word; the first window always is (so an
-            # utterance shorter than w still yields its one zero-padded window).
-            real = (start < (length - w + 1).clamp(min=1))
-            pooled.append(masked_max(out, real))
-        return torch.cat(pooled, dim=-1)
-
-
-class AudioCNN(nn.Module):
-    """Conv1D body over frame features (B, T, D): per layer zero the padding, 'same' conv,
-    BatchNorm over real frames, ReLU; then masked max and mean pooling -> (B, 2 x channels[-1])."""
-
-    def __init__(self, dim: int, channels, kernel: int):
-        super().__init__()
-        dims = [dim, *[int(c) for c in channels]]
-        self.convs = nn.ModuleList(nn.Conv1d(a, b, kernel, padding=kernel // 2) for a, b in zip(dims, dims[1:]))
-        self.norms = nn.ModuleList(MaskedBatchNorm(b) for b in dims[1:])
-        self.out_features = 2 * dims[-1]
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        keep = mask.unsqueeze(-1)
-        for conv, norm in zip(self.convs, self.norms):
-            # Zero padding before each conv: the 'same' padding of a real edge frame reads zeros,
-            # as it would in a batch of one.
-            x = conv(torch.where(keep, x, 0.0).transpose(1, 2)).transpose(1, 2)
-            x = torch.relu(norm(x, mask))
-        return torch.cat([masked_max(x, mask), masked_mean(x, mask)], dim=-1)
 
 
 @METHODS.register("meld-text-cnn")
@@ -253,16 +117,6 @@ class MeldAudioCNN(EmotionRecognizer):
         return self.apply_heads(self.drop(self.audio(batch["inputs"]["audio"], batch["masks"]["audio"])))
 
 
-def conv_tower(channels: list[int]) -> nn.Sequential:
-    """CAER-Net's encoder: conv3x3-BN-ReLU blocks with 2x2 max-pool between blocks."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(channels, channels[1:])):
-        if i:
-            layers.append(nn.MaxPool2d(2))
-        layers += [nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers)
-
-
 @METHODS.register("caer-net")
 class CAERNet(EmotionRecognizer):
     inputs = {"face": "face-crops", "context": "context-frames"}
@@ -344,20 +198,6 @@ class ConvLSTMCell(nn.Module):
         i, f, g, o = self.gates(torch.cat([x, h.to(x.dtype)], dim=1)).chunk(4, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
-
-
-def pick_frames(x: torch.Tensor, mask: torch.Tensor, count: int | None):
-    """At most ``count`` of each clip's real frames: the frames at the centres of ``count`` equal
-    parts of a longer clip (the extractors' ``uniform`` sampling), every frame of a shorter one.
-    Real frames come first in each row, as ``collate`` pads. (B, T, D), (B, T) -> (B, <=count, D)."""
-    if count is None or x.shape[1] <= count:
-        return x, mask
-    length = mask.sum(1, keepdim=True)  # (B, 1)
-    step = torch.arange(count, device=x.device)[None, :]
-    spread = ((step + 0.5) * length / count).floor().long()
-    index = torch.where(length > count, spread, step)
-    x = x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-    return x, step < length
 
 
 class ConvLSTMVideo(nn.Module):
@@ -458,7 +298,7 @@ class MeldBaselineFusion(EmotionRecognizer):
 
     def forward(self, batch):
         inputs, masks = batch["inputs"], batch["masks"]
-        video = self.video(*pick_frames(inputs["video"], masks["video"], self.hp["max_frames"]))
+        video = self.video(*sample_frames(inputs["video"], masks["video"], self.hp["max_frames"]))
         audio = self.audio(inputs["audio"], masks["audio"])
         text = self.text(inputs["text"], masks["text"])
         return self.apply_heads(self.fused(torch.cat([video, audio, text], dim=-1)))

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from mmer_bench.methods.base import EmotionRecognizer
-from mmer_bench.methods.layers import FANPooling, masked_mean, run_rnn
+from mmer_bench.methods.layers import FANPooling, masked_mean, run_rnn, sample_frames
 from mmer_bench.registry import METHODS
 
 
@@ -171,21 +171,6 @@ class MERC2020TextTransformer(EmotionRecognizer):
 
     def forward(self, batch):
         return self.apply_heads(self.embed(batch))
-
-
-def sample_frames(x: torch.Tensor, mask: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """At most ``frames`` frames per clip, evenly spread over its real frames (clips with fewer
-    keep all of theirs); the batch is cut to its new longest clip."""
-    length = mask.sum(1)
-    steps = int(length.clamp(max=frames).max())
-    new_length = length.clamp(max=frames)
-    # Frame j of a clip of n real frames kept as k: floor((j + 0.5) * n / k).
-    position = torch.arange(steps, device=x.device)[None, :]
-    index = ((position + 0.5) * length[:, None] / new_length.clamp(min=1)[:, None]).floor().long()
-    index = torch.minimum(index, (length - 1).clamp(min=0)[:, None])
-    new_mask = position < new_length[:, None]
-    x = torch.gather(x, 1, index[:, :, None].expand(-1, -1, x.shape[2]))
-    return x * new_mask[:, :, None], new_mask
 
 
 @METHODS.register("merc2020-clstm")

@@ -35,12 +35,15 @@ corpus's task. What differs and why:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from mmer_bench.methods.base import EmotionRecognizer
+from mmer_bench.methods.base import EmotionRecognizer, ModelSettings
 from mmer_bench.methods.layers import MaskedBatchNorm, present, run_rnn
 from mmer_bench.registry import METHODS
+from mmer_bench.settings import TrainRecipe
 
 
 def pool_steps(x: torch.Tensor, mask: torch.Tensor, steps: int, block: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,8 +72,16 @@ def pool_steps(x: torch.Tensor, mask: torch.Tensor, steps: int, block: int | Non
 class Williams2018BiLSTM(EmotionRecognizer):
     inputs = {"speech": "egemaps-lld"}
     scaling: dict[str, str] = {}  # the network's input BatchNorm normalises
-    defaults = {"max_steps": 20, "block_frames": None, "layers": 1, "hidden": 64, "dense": 100, "dropout": 0.2,
-                "lr": 1e-3, "monitor": "loss", "patience": 10, "max_epochs": 200, "batch_size": 32}
+    recipe = TrainRecipe(monitor="loss", patience=10, max_epochs=200, batch_size=32)
+
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        max_steps: int = 20  # time steps the frames are averaged into
+        block_frames: int | None = None  # None: equal blocks over the clip; k: k frames a step
+        layers: int = 1  # BiLSTM layers (1 to 3)
+        hidden: int = 64  # units per direction
+        dense: int = 100  # units of the layer before the heads
+        dropout: float = 0.2
 
     def build(self):
         if not 1 <= self.hp["layers"] <= 3:
@@ -112,4 +123,7 @@ class Williams2018BiLSTMMosei(Williams2018BiLSTM):
 
     handles_absent_inputs = True
     inputs = {"text": "mosei-glove", "audio": "mosei-covarep", "visual": "mosei-facet"}
-    defaults = {**Williams2018BiLSTM.defaults, "block_frames": 1}
+
+    @dataclass(frozen=True)
+    class Settings(Williams2018BiLSTM.Settings):
+        block_frames: int | None = 1  # one word-aligned step per word

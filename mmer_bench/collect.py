@@ -1,0 +1,126 @@
+"""Job folders in and out: the records a job writes, and merging every finished job folder of a
+run into ``results.parquet``, ``predictions.parquet`` and ``leaderboard.md``.
+
+Merging reads only the job folders (a job counts once its DONE marker exists) and writes each
+table atomically, so it can be redone at any time: the runner does after each job, ``mmer
+leaderboard`` does on demand.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import mmer_bench
+from mmer_bench.registry import CORPORA
+from mmer_bench.report import leaderboard_markdown
+from mmer_bench.results import write_parquet, write_text
+from mmer_bench.robustness_report import robustness_section
+
+
+def git_commit() -> str:
+    root = Path(mmer_bench.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        # leaderboard/ is what `--publish` rewrites during the run itself: not a code change.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!leaderboard"],
+                               cwd=root, capture_output=True, text=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def prediction_frame(task, key: dict, part: str, p: dict) -> pd.DataFrame:
+    """Rows of predictions.parquet, one schema for every task kind (see results.py): ``probs`` is
+    the output vector, ``target_values`` the target as floats; ``target`` / ``pred`` are class
+    indices for classification and -1 for regression."""
+    outputs = np.asarray(p["probs"], dtype=np.float32)
+    n = len(p["clip_id"])
+    if task.kind == "classification":
+        target, pred = np.asarray(p["target"], dtype=np.int64), outputs.argmax(1)
+        target_values = target.astype(np.float32).reshape(n, 1)
+    else:
+        target, pred = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+        target_values = np.asarray(p["target"], dtype=np.float32).reshape(n, -1)
+    return pd.DataFrame({**key, "split": part, "task": task.name, "clip_id": p["clip_id"], "target": target,
+                         "pred": pred, "probs": list(outputs), "target_values": list(target_values)})
+
+
+def write_records(spec, corpus, fold, predictions: dict, n_params: int, started: float, info: dict,
+                  features: dict | None = None, skipped: dict | None = None) -> None:
+    """A finished job's folder: results.parquet, predictions.parquet, job.json, then DONE."""
+    job_dir = Path(spec.out)
+    tasks = {t.name: t for t in corpus.tasks}
+    key = {"corpus": corpus.name, "method": spec.method, "fold": fold.name, "seed": spec.seed}
+    result_rows, pred_frames = [], []
+    for part, per_task in predictions.items():
+        for task_name, p in per_task.items():
+            task = tasks[task_name]
+            for metric, value in task.scores(p["probs"], p["target"]).items():
+                result_rows.append({**key, "split": part, "task": task_name, "metric": metric, "value": value})
+            pred_frames.append(prediction_frame(task, key, part, p))
+    sizes = {part: len(next(iter(per_task.values()))["clip_id"]) for part, per_task in predictions.items()}
+    trainer = spec.config["trainer"]
+    provenance = {
+        "protocol": corpus.protocol, "git_commit": git_commit(), "config_hash": spec.config_hash,
+        "wall_time_s": time.time() - started, "train_time_s": info["train_time_s"], "n_params": int(n_params),
+        "n_train": sizes["train"], "n_val": sizes["val"], "n_test": sizes["test"],
+        "n_skipped": len(skipped or {}), "precision": trainer["precision"],
+        "devices": str(trainer["devices"]), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": spec.config["command"],
+    }
+    results = pd.DataFrame(result_rows).assign(**provenance)
+    write_parquet(pd.concat(pred_frames, ignore_index=True), job_dir / "predictions.parquet",
+                  {"classes": {t: list(tasks[t].classes) for t in tasks}})
+    write_parquet(results, job_dir / "results.parquet")
+    confusions = {t: tasks[t].confusion(p["probs"], p["target"]) for t, p in predictions["test"].items()}
+    hparams = {k: v for part in spec.config["settings"].values() for k, v in part.items()}
+    details = {**provenance, **info, "hparams": hparams, "features": features or {}, "test_confusion": confusions,
+               "skipped": skipped or {}, "fold_info": fold.info, "job": json.loads(spec.to_json())}
+    write_text(job_dir / "job.json", json.dumps(details, indent=1, default=str))
+    write_text(job_dir / "DONE", json.dumps({"config_hash": spec.config_hash}))  # last: marks the job finished
+
+
+def provenance_of(results: pd.DataFrame) -> dict:
+    """The leaderboard header from the rows themselves: the latest job's command, every commit
+    that produced a row (jobs resumed across commits), the latest finish time."""
+    latest = results.sort_values("finished_at").iloc[-1]
+    return {"command": latest["command"], "git_commit": ", ".join(sorted(results["git_commit"].unique())),
+            "generated_at": results["finished_at"].max()}
+
+
+def render(results: pd.DataFrame, corpus=None) -> str:
+    """The leaderboard markdown of one corpus's rows (``corpus``: its instance, else a default one)."""
+    corpus = corpus or CORPORA.get(results["corpus"].iloc[0])()
+    return leaderboard_markdown(results, corpus, provenance_of(results))
+
+
+def collect(out: Path | str, corpus=None, publish: str | None = None) -> pd.DataFrame | None:
+    """Merge the finished job folders under ``out/jobs`` into out's tables and leaderboard
+    (and ``publish/<corpus>.md|.parquet``). Returns the results, or None when no job finished."""
+    out = Path(out)
+    result_files = [p for p in sorted(out.glob("jobs/*/*/results.parquet")) if (p.parent / "DONE").exists()]
+    if not result_files:
+        return None
+    results = pd.concat([pd.read_parquet(p) for p in result_files], ignore_index=True)
+    names = sorted(results["corpus"].unique())
+    if len(names) != 1:
+        raise ValueError(f"{out}: job folders of several corpora {names}; one run folder holds one corpus")
+    corpus = corpus or CORPORA.get(names[0])()
+    write_parquet(results, out / "results.parquet")
+    preds = pd.concat([pd.read_parquet(p.parent / "predictions.parquet") for p in result_files], ignore_index=True)
+    write_parquet(preds, out / "predictions.parquet", {"classes": {t.name: list(t.classes) for t in corpus.tasks}})
+    # Robustness scores of an earlier `mmer robustness` stay in the table (robustness_report.py).
+    markdown = render(results, corpus) + robustness_section(out, results, corpus, publish)
+    write_text(out / "leaderboard.md", markdown)
+    if publish:
+        write_text(Path(publish) / f"{corpus.name}.md", markdown)
+        write_parquet(results, Path(publish) / f"{corpus.name}.parquet")
+    return results

@@ -1,0 +1,240 @@
+"""Jobs as data: the spec of one job, the planner that makes them and the entry that runs one.
+
+A ``JobSpec`` is a small JSON-serialisable record (corpus, method, fold, seed, the resolved
+configuration, its hash, the job folder, the jobs it reads). ``run_spec(spec)`` depends on the
+spec alone and writes only the spec's folder, so a launcher may run it in this process (the
+runner's default), a process pool or another machine. Two kinds: "train" (train.py, a Lightning
+run) and "stack" (stacking.py, a late fusion of other jobs' posteriors; it depends on them).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import mmer_bench
+from mmer_bench.features.store import stable_hash
+from mmer_bench.registry import CORPORA, EXTRACTORS, METHODS, STACKERS
+from mmer_bench.results import write_text
+from mmer_bench.settings import SettingsError, TrainRecipe, build, unknown_message
+
+log = logging.getLogger(__name__)
+
+KINDS = ("train", "stack")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    kind: str  # "train" | "stack"
+    corpus: str
+    method: str  # a method name (train) or a stacker name (stack)
+    fold: str
+    seed: int
+    config: dict  # resolved configuration (see plan_jobs); JSON values only
+    config_hash: str
+    out: str  # the job folder: the only place the job writes
+    job_id: str  # "<method>/<fold>-seed<seed>"
+    depends_on: tuple[str, ...] = field(default=())  # job_ids whose records this job reads
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | dict) -> JobSpec:
+        data = json.loads(text) if isinstance(text, str) else dict(text)
+        data["depends_on"] = tuple(data.get("depends_on", ()))
+        return cls(**data)
+
+
+# --- corpus and settings resolution ------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def load_corpus(name: str, data_root: str | None, options_json: str):
+    """(corpus, manifest, folds), cached per process: the leakage check runs in ``plan``."""
+    corpus = CORPORA.get(name)(data_root, **json.loads(options_json))
+    manifest = corpus.manifest()
+    return corpus, manifest, corpus.plan(manifest)
+
+
+def corpus_of(config: dict):
+    c = config["corpus"]
+    return load_corpus(c["name"], c["data_root"], json.dumps(c["options"], sort_keys=True))
+
+
+def fold_of(config: dict, name: str):
+    corpus, manifest, folds = corpus_of(config)
+    if corpus.manifest_hash(manifest) != config["manifest_hash"]:
+        raise RuntimeError(f"the {corpus.name} data under {corpus.data_root} changed since the job was planned")
+    return corpus, manifest, next(f for f in folds if f.name == name)
+
+
+def method_inputs(name: str, overrides: dict[str, dict] | None = None) -> dict[str, str]:
+    """A method's input name -> extractor name: its class defaults, with the benchmark config's
+    ``inputs`` overrides (which may only rename the extractor of an input the method has)."""
+    cls = METHODS.get(name)
+    override = (overrides or {}).get(name, {})
+    unknown = set(override) - set(cls.inputs)
+    if unknown:
+        raise ValueError(f"{name}: the benchmark config sets inputs {sorted(unknown)}, but the method's inputs "
+                         f"are {sorted(cls.inputs)}")
+    for extractor in override.values():
+        EXTRACTORS.get(extractor)  # an unknown extractor fails here, with the known names
+    return {**cls.inputs, **override}
+
+
+def compatible_methods(corpus, manifest, overrides: dict[str, dict] | None = None) -> list[str]:
+    """Methods whose features this manifest offers (and whose batches it can make), then the
+    stackers that fit the corpus's tasks."""
+    available = corpus.available_features(manifest)
+    has_dialogues = corpus.dialogue_columns is not None
+    methods = [name for name, cls in METHODS.items()
+               if set(method_inputs(name, overrides).values()) <= available
+               and (not cls.reads_dialogues or has_dialogues)]
+    return methods + [name for name, cls in STACKERS.items() if cls.fits(corpus)]
+
+
+def resolve_settings(name: str, overrides: dict | None, max_epochs: int | None = None, where: str = "") -> dict:
+    """The resolved settings of a method ({"model": ..., "recipe": ...}) or a stacker
+    ({"stacker": ...}), as JSON values."""
+    where = f"{where}: hparams: {name}" if where else f"hparams: {name}"
+    if name in STACKERS.names():
+        return {"stacker": asdict(build(STACKERS.get(name).Settings, overrides, where))}
+    settings, recipe = METHODS.get(name).resolve(overrides, where)
+    if max_epochs:
+        recipe = build(TrainRecipe, {"max_epochs": max_epochs}, "--max-epochs", base=recipe)
+    return {"model": asdict(settings), "recipe": asdict(recipe)}
+
+
+def flat_hparams(settings: dict) -> dict:
+    """One dict of every setting (job.json's ``hparams``; a model's constructor keywords)."""
+    return {k: v for part in settings.values() for k, v in part.items()}
+
+
+# --- the planner --------------------------------------------------------------------------------
+def plan_jobs(cfg) -> list[JobSpec]:
+    """corpus x method x fold x seed -> specs, training jobs first, then the stacking jobs that
+    read them. ``cfg`` is a runner.BenchConfig. The corpus's leakage check runs here, before
+    anything trains."""
+    options = dict(cfg.corpus_options)
+    load_corpus.cache_clear()  # a planner reads the data as it is now
+    corpus, manifest, folds = load_corpus(cfg.corpus, cfg.data_root, json.dumps(options, sort_keys=True))
+    where = cfg.config_file or "benchmark config"
+    if cfg.folds:
+        unknown = set(cfg.folds) - {f.name for f in folds}
+        if unknown:
+            raise ValueError(f"unknown folds {sorted(unknown)}; {corpus.name} has {[f.name for f in folds]}")
+        folds = [f for f in folds if f.name in cfg.folds]
+    known = METHODS.names() + STACKERS.names()
+    for key in ("hparams", "inputs"):
+        for name in getattr(cfg, key):
+            if name not in known:
+                raise SettingsError(unknown_message(name, known, f"{where}: {key}", "method"))
+    compatible = compatible_methods(corpus, manifest, cfg.inputs)
+    names = cfg.methods or compatible
+    for name in names:
+        if name not in known:
+            raise SettingsError(unknown_message(name, known, f"{where}: methods", "method"))
+        if name not in compatible:
+            if name in STACKERS.names():
+                raise ValueError(f"{name} fuses class posteriors; {corpus.name} has tasks that are not classification")
+            if METHODS.get(name).reads_dialogues and not corpus.dialogue_columns:
+                raise ValueError(f"{name} reads whole dialogues; {corpus.name} has none")
+            needs = sorted(method_inputs(name, cfg.inputs).values())
+            raise ValueError(f"{name} needs features {needs}; {corpus.name} here offers "
+                             f"{sorted(corpus.available_features(manifest))}")
+    methods = [n for n in names if n in METHODS.names()]
+    stackers = [n for n in names if n in STACKERS.names()]
+    base = {
+        "corpus": {"name": corpus.name, "data_root": cfg.data_root, "options": options},
+        "manifest_hash": corpus.manifest_hash(manifest),
+        "trainer": {"accelerator": cfg.accelerator, "devices": cfg.devices, "strategy": cfg.strategy,
+                    "precision": cfg.precision},
+        "loggers": list(cfg.loggers), "skip_missing": cfg.skip_missing, "cache_dir": cfg.cache_dir,
+        "workers": cfg.workers, "command": cfg.command, "run_out": str(cfg.out), "version": mmer_bench.__version__,
+    }
+    specs = []
+    for name in methods + stackers:
+        settings = resolve_settings(name, cfg.hparams.get(name), cfg.max_epochs, where)
+        if name in STACKERS.names():
+            sources = settings["stacker"]["fuse"] or methods
+            if not sources:
+                raise ValueError(f"{name} has no methods to fuse in this run")
+            job = {**base, "settings": settings, "sources": list(sources)}
+        else:
+            inputs = method_inputs(name, cfg.inputs)
+            job = {**base, "settings": settings, "inputs": inputs, "features": dict(cfg.features),
+                   "dialogues": METHODS.get(name).reads_dialogues, "overrides_inputs": name in cfg.inputs}
+        for fold in folds:
+            for seed in cfg.seeds:
+                job_id = f"{name}/{fold.name}-seed{seed}"
+                kind = "stack" if name in STACKERS.names() else "train"
+                depends = tuple(f"{s}/{fold.name}-seed{seed}" for s in job.get("sources", ()))
+                specs.append(JobSpec(kind, corpus.name, name, fold.name, seed, job, config_hash(name, job, fold, seed),
+                                     str(Path(cfg.out) / "jobs" / job_id), job_id, depends))
+    return specs
+
+
+def config_hash(name: str, job: dict, fold, seed: int) -> str:
+    """What changes a job's numbers, and nothing else: other methods' settings do not enter it.
+    A stacking job depends on which methods it fuses: a run adding a method must redo it."""
+    hp = flat_hparams(job["settings"])
+    key = {"corpus": job["corpus"]["name"], "options": job["corpus"]["options"], "method": name, "hp": hp,
+           "fold": [fold.train, fold.val, fold.test], "seed": seed, "precision": job["trainer"]["precision"],
+           "manifest": job["manifest_hash"], "version": job["version"]}
+    if "sources" in job:
+        key["fused"] = job["sources"]
+        return stable_hash(key)
+    features = {e: job["features"][e] for e in sorted(set(job["inputs"].values())) if e in job["features"]}
+    if job["overrides_inputs"]:
+        key["inputs"] = job["inputs"]
+    if features:
+        key["features"] = features
+    return stable_hash(key)
+
+
+# --- running one job ----------------------------------------------------------------------------
+def rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0)))
+
+
+def run_spec(spec: JobSpec | str | dict) -> dict:
+    """Run one job from its spec (a JobSpec, its JSON or its dict) and return its outcome:
+    {"job_id", "status": "done" | "skipped" | "failed", "error"}. A finished job with the same
+    config hash is skipped; a failure writes FAILED in the job folder and is returned, not raised
+    (except on non-zero DDP ranks, which must fail together)."""
+    if not isinstance(spec, JobSpec):
+        spec = JobSpec.from_json(spec)
+    job_dir = Path(spec.out)
+    done = job_dir / "DONE"
+    if done.exists():
+        if json.loads(done.read_text())["config_hash"] == spec.config_hash:
+            log.info("skip finished job %s", spec.job_id)
+            return {"job_id": spec.job_id, "status": "skipped", "error": None}
+        if spec.kind == "train":
+            raise RuntimeError(
+                f"{job_dir} holds a finished job with another configuration (corpus data, hyperparameters "
+                "or code version changed); use a new --out directory or delete that job folder")
+        done.unlink()  # a stacking job is derived from other jobs' predictions: redo it when they change
+    log.info("run %s", spec.job_id)
+    try:
+        if spec.kind == "train":
+            from mmer_bench.train import run_train
+
+            run_train(spec)
+        elif spec.kind == "stack":
+            from mmer_bench.stacking import run_stack
+
+            run_stack(spec)
+        else:
+            raise ValueError(f"unknown job kind {spec.kind!r}; kinds: {KINDS}")
+    except Exception as exc:
+        if rank() != 0:
+            raise
+        write_text(job_dir / "FAILED", traceback.format_exc())
+        log.error("job %s failed: %s", spec.job_id, exc)
+        return {"job_id": spec.job_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    return {"job_id": spec.job_id, "status": "done", "error": None}
