@@ -155,8 +155,8 @@ def cmd_fuse(args) -> int:
     corpus = CORPORA.get(args.corpus)(args.data_root)
     task = corpus.tasks[0]
     cls = STACKERS.get(args.stacker)
-    stacker = cls(cls.Settings(C=args.C))
-    folds = read_posterior_dirs([Path(d) for d in args.posteriors])
+    stacker = cls(cls.Settings(C=args.C, recipe=args.recipe))
+    folds = read_posterior_dirs([Path(d) for d in args.posteriors], args.recipe)
     rows = []
     out = Path(args.out)
     for fold, parts in sorted(folds.items()):
@@ -168,12 +168,13 @@ def cmd_fuse(args) -> int:
         frame = pd.DataFrame(probs, columns=list(task.classes)).assign(clip_id=test_ids)
         (out / fold).mkdir(parents=True, exist_ok=True)
         frame[["clip_id", *task.classes]].to_csv(out / fold / "test.csv", index=False)
-        print(f"{fold}: test accuracy {100 * accuracy:.2f}% ({len(test_ids)} clips, trained on {len(train_ids)})")
+        print(f"{fold}: test accuracy {100 * accuracy:.2f}% ({len(test_ids)} clips, trained on {len(train_ids)} "
+              f"{args.recipe} posteriors)")
     table = pd.DataFrame(rows)
     mean, std = table["accuracy"].mean(), table["accuracy"].std(ddof=1) if len(table) > 1 else float("nan")
     print(f"mean test accuracy over {len(table)} folds: {100 * mean:.2f}% (std {100 * std:.2f})")
     table.to_csv(out / "fusion_accuracy.csv", index=False)
-    write_text(out / "summary.json", json.dumps({"mean_accuracy": mean, "std": std, "folds": rows,
+    write_text(out / "summary.json", json.dumps({"mean_accuracy": mean, "std": std, "folds": rows, "recipe": args.recipe,
                                                  "sources": args.posteriors}, indent=1))
     return 0 if np.isfinite(mean) else 1
 
@@ -197,7 +198,20 @@ def cmd_posteriors(args) -> int:
         frame.insert(0, "clip_id", group["clip_id"].to_numpy())
         (Path(args.out) / fold).mkdir(parents=True, exist_ok=True)
         frame.to_csv(Path(args.out) / fold / f"{split}.csv", index=False)
-    print(f"wrote {args.out}/fold*/{{train,val,test}}.csv for {args.method}")
+    # Out-of-fold posteriors of the training clips, from the inner-fold jobs of an inner-cv stacker.
+    oof = 0
+    for fold in sorted(rows["fold"].unique()):
+        inner = sorted(Path(args.results).glob(f"jobs/{args.method}/inner/{fold}-inner*-seed{args.seed}/predictions.parquet"))
+        tables = [pd.read_parquet(p) for p in inner if (p.parent / "DONE").exists()]
+        tested = [t[(t["split"] == "test") & (t["task"] == task)] for t in tables]
+        if tested:
+            group = pd.concat(tested, ignore_index=True)
+            frame = pd.DataFrame(np.stack(group["probs"].to_numpy()), columns=classes[task])
+            frame.insert(0, "clip_id", group["clip_id"].to_numpy())
+            frame.to_csv(Path(args.out) / fold / "oof.csv", index=False)
+            oof += 1
+    print(f"wrote {args.out}/fold*/{{train,val,test}}.csv for {args.method}"
+          + (f", and oof.csv (out-of-fold posteriors of the training clips) for {oof} folds" if oof else ""))
     return 0
 
 
@@ -301,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--data-root", help="needed when the corpus's clip ids do not carry labels")
     p.add_argument("--C", type=float, default=1.0)
+    p.add_argument("--recipe", choices=["inner-cv", "in-sample"], default="inner-cv",
+                   help="fit on DIR/fold<k>/oof.csv, out-of-fold posteriors of the training clips (default), "
+                        "or on train.csv, the models' posteriors of their own training clips (the paper's recipe)")
     p.add_argument("--stacker", default="luna2022-fusion", help="a registered stacker (mmer list)")
     p.set_defaults(func=cmd_fuse)
 

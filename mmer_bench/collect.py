@@ -75,6 +75,7 @@ def write_records(spec, corpus, fold, predictions: dict, n_params: int, started:
         "n_skipped": len(skipped or {}), "precision": trainer["precision"],
         "devices": str(trainer["devices"]), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": spec.config["command"],
+        "recipe": info.get("recipe", ""),  # a stacker's: "inner-cv" or "in-sample"
     }
     results = pd.DataFrame(result_rows).assign(**provenance)
     write_parquet(pd.concat(pred_frames, ignore_index=True), job_dir / "predictions.parquet",
@@ -86,6 +87,16 @@ def write_records(spec, corpus, fold, predictions: dict, n_params: int, started:
                "skipped": skipped or {}, "fold_info": fold.info, "job": json.loads(spec.to_json())}
     write_text(job_dir / "job.json", json.dumps(details, indent=1, default=str))
     write_text(job_dir / "DONE", json.dumps({"config_hash": spec.config_hash}))  # last: marks the job finished
+    if "wandb" in spec.config["loggers"] and not spec.config.get("inner"):
+        from mmer_bench import wandb_log
+
+        test = predictions["test"]
+        scores = {t: {r["metric"]: r["value"] for r in result_rows if r["split"] == "test" and r["task"] == t}
+                  for t in test}
+        plots = {t: (p["target"], np.asarray(p["probs"]).argmax(1), tasks[t].classes)
+                 for t, p in test.items() if tasks[t].kind == "classification"}
+        wandb_log.log_job(scores, plots, wandb_log.spec_init(spec),
+                          {k: v for k, v in {**provenance, **info}.items() if k not in ("command", "train_time_s")})
 
 
 def provenance_of(results: pd.DataFrame) -> dict:
@@ -102,9 +113,15 @@ def render(results: pd.DataFrame, corpus=None) -> str:
     return leaderboard_markdown(results, corpus, provenance_of(results))
 
 
-def collect(out: Path | str, corpus=None, publish: str | None = None) -> pd.DataFrame | None:
+def collect(out: Path | str, corpus=None, publish: str | None = None, final: bool = False,
+            manifest: pd.DataFrame | None = None, loggers: tuple[str, ...] = ()) -> pd.DataFrame | None:
     """Merge the finished job folders under ``out/jobs`` into out's tables and leaderboard
-    (and ``publish/<corpus>.md|.parquet``). Returns the results, or None when no job finished."""
+    (and ``publish/<corpus>.md|.parquet``). Returns the results, or None when no job finished.
+    ``final`` (after a run's last job) adds the verdicts: protocol-aware intervals, ties and
+    calibration in the markdown, the HTML pages (``<corpus>.html``, ``index.html``) beside it, and
+    with "wandb" in ``loggers`` the leaderboard run; ``manifest`` gives the test clips' clusters
+    for the official-split bootstrap (default: the corpus's own). Jobs of inner folds (under
+    ``jobs/<method>/inner/``) only feed stackers and are not merged."""
     out = Path(out)
     result_files = [p for p in sorted(out.glob("jobs/*/*/results.parquet")) if (p.parent / "DONE").exists()]
     if not result_files:
@@ -117,10 +134,29 @@ def collect(out: Path | str, corpus=None, publish: str | None = None) -> pd.Data
     write_parquet(results, out / "results.parquet")
     preds = pd.concat([pd.read_parquet(p.parent / "predictions.parquet") for p in result_files], ignore_index=True)
     write_parquet(preds, out / "predictions.parquet", {"classes": {t.name: list(t.classes) for t in corpus.tasks}})
-    # Robustness scores of an earlier `mmer robustness` stay in the table (robustness_report.py).
-    markdown = render(results, corpus) + robustness_section(out, results, corpus, publish)
-    write_text(out / "leaderboard.md", markdown)
+    if not final:
+        # Robustness scores of an earlier `mmer robustness` stay in the table (robustness_report.py).
+        markdown = render(results, corpus) + robustness_section(out, results, corpus, publish)
+        write_text(out / "leaderboard.md", markdown)
+        if publish:
+            write_text(Path(publish) / f"{corpus.name}.md", markdown)
+            write_parquet(results, Path(publish) / f"{corpus.name}.parquet")
+        return results
+    from mmer_bench.html_report import write_reports
+
+    manifest = manifest if manifest is not None else corpus.manifest()
+    provenance = provenance_of(results)
+    markdown, verdicts = write_reports(out, corpus, results, preds, provenance, manifest, markdown_name="leaderboard")
+    section = robustness_section(out, results, corpus, publish)  # robustness_report.py; "" without one
+    if section:
+        write_text(out / "leaderboard.md", markdown + section)
     if publish:
-        write_text(Path(publish) / f"{corpus.name}.md", markdown)
-        write_parquet(results, Path(publish) / f"{corpus.name}.parquet")
+        write_parquet(results, Path(publish) / f"{corpus.name}.parquet")  # first: the index reads it
+        published, _ = write_reports(Path(publish), corpus, results, preds, provenance, manifest)
+        if section:
+            write_text(Path(publish) / f"{corpus.name}.md", published + section)
+    if "wandb" in loggers:
+        from mmer_bench import wandb_log
+
+        wandb_log.log_leaderboard(corpus.name, out, verdicts, provenance["command"])
     return results

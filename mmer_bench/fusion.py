@@ -5,7 +5,9 @@ training clips) and fed to a logistic regression trained on the training clips' 
 Luna-Jimenez et al. 2022 fuse their speech and facial models.
 
 Posterior directory layout (``mmer fuse``): ``DIR/fold<k>/train.csv`` and ``DIR/fold<k>/test.csv``,
-each with a ``clip_id`` column and one column per class name (probabilities or logits).
+each with a ``clip_id`` column and one column per class name (probabilities or logits), and, for
+the default inner-cv recipe, ``DIR/fold<k>/oof.csv``: out-of-fold posteriors of the training
+clips (each from a model that did not train on its subject).
 """
 
 from __future__ import annotations
@@ -35,6 +37,16 @@ class Stacker:
     class Settings:
         C: float = 1.0  # inverse L2 strength of the logistic regression
         fuse: list[str] | None = None  # methods to fuse; None = every method of the run
+        # "inner-cv": fit on out-of-fold posteriors of the training clips (an inner CV of every fused
+        # method over the fold's training subjects); "in-sample": on their own training posteriors
+        recipe: str = "inner-cv"
+        inner_folds: int = 3
+
+        def __post_init__(self):
+            if self.recipe not in RECIPE_FILES:
+                raise ValueError(f"recipe {self.recipe!r}: expected one of {', '.join(RECIPE_FILES)}")
+            if self.recipe == "inner-cv" and self.inner_folds < 2:
+                raise ValueError(f"inner_folds {self.inner_folds}: an inner cross-validation needs at least 2")
 
     @classmethod
     def fits(cls, corpus) -> bool:
@@ -82,8 +94,14 @@ def fuse(train: pd.DataFrame, train_labels: np.ndarray, test: pd.DataFrame, C: f
     return probs
 
 
-def read_posterior_dirs(dirs: list[Path]) -> dict[str, dict[str, dict[str, pd.DataFrame]]]:
-    """{fold: {part: {source: frame}}} from directories in the documented layout."""
+RECIPE_FILES = {"inner-cv": "oof", "in-sample": "train"}  # the training posteriors each recipe fits on
+
+
+def read_posterior_dirs(dirs: list[Path], recipe: str = "in-sample") -> dict[str, dict[str, dict[str, pd.DataFrame]]]:
+    """{fold: {part: {source: frame}}} from directories in the documented layout; the "train" part
+    is ``train.csv`` (in-sample recipe) or ``oof.csv`` (inner-cv: out-of-fold posteriors)."""
+    if recipe not in RECIPE_FILES:
+        raise FusionInputError(f"unknown recipe {recipe!r}; expected one of {', '.join(RECIPE_FILES)}")
     folds: dict[str, dict[str, dict[str, pd.DataFrame]]] = {}
     for d in dirs:
         fold_dirs = sorted(p for p in Path(d).glob("fold*") if p.is_dir())
@@ -91,7 +109,12 @@ def read_posterior_dirs(dirs: list[Path]) -> dict[str, dict[str, dict[str, pd.Da
             raise FusionInputError(f"{d}: no fold<k>/ folders (expected DIR/fold<k>/train.csv and test.csv)")
         for fold_dir in fold_dirs:
             for part in ("train", "test"):
-                path = fold_dir / f"{part}.csv"
+                path = fold_dir / f"{RECIPE_FILES[recipe] if part == 'train' else part}.csv"
+                if not path.exists() and part == "train" and recipe == "inner-cv":
+                    raise FusionInputError(
+                        f"{path} is missing: the inner-cv recipe fits the stacker on out-of-fold posteriors of "
+                        "the training clips; --recipe in-sample fits it on train.csv, the posteriors of the "
+                        "models' own training clips (the recipe of Luna-Jimenez et al. 2022)")
                 if not path.exists():
                     raise FusionInputError(f"{path} is missing")
                 folds.setdefault(fold_dir.name, {}).setdefault(part, {})[str(d)] = pd.read_csv(path, dtype={"clip_id": str})

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import mmer_bench
 from mmer_bench.features.store import stable_hash
+from mmer_bench.protocols import inner_folds
 from mmer_bench.registry import CORPORA, EXTRACTORS, METHODS, STACKERS
 from mmer_bench.results import write_text
 from mmer_bench.settings import SettingsError, TrainRecipe, build, unknown_message
@@ -69,7 +70,18 @@ def fold_of(config: dict, name: str):
     corpus, manifest, folds = corpus_of(config)
     if corpus.manifest_hash(manifest) != config["manifest_hash"]:
         raise RuntimeError(f"the {corpus.name} data under {corpus.data_root} changed since the job was planned")
+    inner = config.get("inner")
+    if inner:  # a fold of the inner cross-validation of an outer fold's training subjects
+        outer = next(f for f in folds if f.name == inner["outer"])
+        return corpus, manifest, next(f for f in inner_folds_of(corpus, manifest, outer, inner) if f.name == name)
     return corpus, manifest, next(f for f in folds if f.name == name)
+
+
+def inner_folds_of(corpus, manifest, outer, inner: dict) -> list:
+    """The inner folds of ``outer`` (``inner``: {"folds": k, "split_seed": seed}), over the corpus's
+    leakage unit (subjects, dialogues, videos; clips when it has none)."""
+    group = corpus.group_columns[0] if corpus.group_columns else "clip_id"
+    return inner_folds(manifest, outer, int(inner["folds"]), group, seed=int(inner["split_seed"]))
 
 
 def method_inputs(name: str, overrides: dict[str, dict] | None = None) -> dict[str, str]:
@@ -156,7 +168,7 @@ def plan_jobs(cfg) -> list[JobSpec]:
         "loggers": list(cfg.loggers), "skip_missing": cfg.skip_missing, "cache_dir": cfg.cache_dir,
         "workers": cfg.workers, "command": cfg.command, "run_out": str(cfg.out), "version": mmer_bench.__version__,
     }
-    specs = []
+    specs, method_jobs, inner_specs = [], {}, {}
     for name in methods + stackers:
         settings = resolve_settings(name, cfg.hparams.get(name), cfg.max_epochs, where)
         if name in STACKERS.names():
@@ -164,18 +176,42 @@ def plan_jobs(cfg) -> list[JobSpec]:
             if not sources:
                 raise ValueError(f"{name} has no methods to fuse in this run")
             job = {**base, "settings": settings, "sources": list(sources)}
+            if settings["stacker"].get("recipe") == "inner-cv":
+                missing = [s for s in sources if s not in method_jobs]
+                if missing:
+                    raise ValueError(f"{name} fuses {missing}, which this run does not train")
+                for fold in folds:
+                    for seed in cfg.seeds:
+                        inner = {"outer": fold.name, "folds": settings["stacker"]["inner_folds"], "split_seed": seed}
+                        oof = {}
+                        for source in sources:
+                            source_job = {**method_jobs[source], "inner": inner}
+                            for inner_fold in inner_folds_of(corpus, manifest, fold, inner):
+                                job_id = f"{source}/inner/{inner_fold.name}-seed{seed}"
+                                inner_specs[job_id] = JobSpec(
+                                    "train", corpus.name, source, inner_fold.name, seed, source_job,
+                                    config_hash(source, source_job, inner_fold, seed),
+                                    str(Path(cfg.out) / "jobs" / job_id), job_id)
+                                oof.setdefault(source, []).append(job_id)
+                        job.setdefault("oof_jobs", {})[f"{fold.name}-seed{seed}"] = oof
         else:
             inputs = method_inputs(name, cfg.inputs)
             job = {**base, "settings": settings, "inputs": inputs, "features": dict(cfg.features),
                    "dialogues": METHODS.get(name).reads_dialogues, "overrides_inputs": name in cfg.inputs}
+            method_jobs[name] = job
         for fold in folds:
             for seed in cfg.seeds:
                 job_id = f"{name}/{fold.name}-seed{seed}"
                 kind = "stack" if name in STACKERS.names() else "train"
                 depends = tuple(f"{s}/{fold.name}-seed{seed}" for s in job.get("sources", ()))
+                depends += tuple(i for ids in job.get("oof_jobs", {}).get(f"{fold.name}-seed{seed}", {}).values()
+                                 for i in ids)
                 specs.append(JobSpec(kind, corpus.name, name, fold.name, seed, job, config_hash(name, job, fold, seed),
                                      str(Path(cfg.out) / "jobs" / job_id), job_id, depends))
-    return specs
+    # The inner-fold trainings (jobs/<method>/inner/, not merged into the results) run before the
+    # stacking jobs that read them.
+    first_stack = next((i for i, spec in enumerate(specs) if spec.kind == "stack"), len(specs))
+    return specs[:first_stack] + list(inner_specs.values()) + specs[first_stack:]
 
 
 def config_hash(name: str, job: dict, fold, seed: int) -> str:

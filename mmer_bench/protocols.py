@@ -113,3 +113,26 @@ def official_split(manifest: pd.DataFrame, split_column: str = "split", names=("
     for part, name in zip(("train", "val", "test"), names):
         ids[part] = tuple(manifest.loc[manifest[split_column] == name, "clip_id"])
     return [Fold("official", ids["train"], ids["val"], ids["test"])]
+
+
+def inner_folds(manifest: pd.DataFrame, outer: Fold, k: int, group_column: str = "subject",
+                val_fraction: float = 0.2, seed: int = 0) -> list[Fold]:
+    """An inner ``k``-fold cross-validation over the training groups (subjects, dialogues, ...) of
+    ``outer`` (its train and val parts): every training clip of the outer fold is in the test part
+    of exactly one inner fold, so models trained on the inner folds give out-of-fold posteriors of
+    all of them (what a stacker may learn from without seeing its own training clips in-sample;
+    Wolpert 1992, "Stacked generalization"). Each inner fold validates on ``val_fraction`` of its
+    training groups, as the outer protocol does; the outer test part is never touched.
+    Folds are named ``<outer>-inner<j>``."""
+    inside = manifest[manifest["clip_id"].isin(set(outer.train) | set(outer.val))]
+    groups = sorted(inside[group_column].unique().tolist(), key=str)
+    if len(groups) < k + 1:
+        raise ValueError(f"{outer.name}: {len(groups)} training {group_column}s cannot make {k} inner folds "
+                         "(each needs test and validation groups of its own)")
+    rng = np.random.default_rng(seed)
+    shuffled = [groups[i] for i in rng.permutation(len(groups))]
+    folds = subject_kfold(inside, [shuffled[j::k] for j in range(k)], val_fraction, seed, group_column)
+    inner = [Fold(f"{outer.name}-inner{j}", f.train, f.val, f.test, {**f.info, "outer": outer.name})
+             for j, f in enumerate(folds)]
+    check_disjoint(manifest, inner, (group_column,))
+    return inner

@@ -65,6 +65,9 @@ class Runner:
                 failures.append(outcome)
             if outcome["status"] != "skipped" and rank() == 0:
                 collect(self.out, corpus, self.cfg.publish)
+        if rank() == 0 and specs:
+            collect(self.out, corpus, self.cfg.publish, final=True, manifest=corpus_of(specs[0].config)[1],
+                    loggers=tuple(self.cfg.loggers))
         if failures:
             lines = "\n".join(f"  {f['job_id']}: {f['error']}" for f in failures)
             raise RuntimeError(f"{len(failures)} of {len(specs)} jobs failed (finished jobs are kept):\n{lines}")

@@ -17,6 +17,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from mmer_bench import wandb_log
 from mmer_bench.collect import write_records
 from mmer_bench.data import CorpusDataModule
 from mmer_bench.features.store import FeatureStore
@@ -125,13 +126,12 @@ def loggers_for(spec: JobSpec, log_dir: Path):
     loggers = []
     if "csv" in kinds:
         loggers.append(L.pytorch.loggers.CSVLogger(log_dir, name="csv", version=""))
-    if "wandb" in kinds:
-        os.environ.setdefault("WANDB_MODE", "offline")  # offline unless the user configured W&B
-        os.environ.setdefault("WANDB_SILENT", "true")
-        loggers.append(L.pytorch.loggers.WandbLogger(
-            project=os.environ.get("WANDB_PROJECT", "mmer-bench"), name=f"{spec.corpus}/{spec.job_id}",
-            group=spec.corpus, save_dir=spec.config["run_out"],
-            config={"corpus": spec.corpus, "job": f"{spec.corpus}/{spec.job_id}"}))
+    if "wandb" in kinds and not spec.config.get("inner"):  # inner-fold jobs only feed a stacker
+        wandb_log.settle_environment()
+        wandb_log.finish_open_run()  # a refit's selection run: the refit gets its own
+        kwargs = wandb_log.spec_init(spec)
+        kwargs["save_dir"] = kwargs.pop("dir")
+        loggers.append(L.pytorch.loggers.WandbLogger(**kwargs))
     return loggers or False
 
 
@@ -158,10 +158,7 @@ def fit(spec: JobSpec, corpus, manifest, fold: Fold, log_dir: Path, max_epochs: 
         check_val_every_n_epoch=1 if callbacks else max_epochs,
     )
     trainer.fit(model, datamodule=dm)
-    if loggers and "wandb" in cfg["loggers"] and trainer.global_rank == 0:
-        import wandb
-
-        wandb.finish()
+    # The W&B run stays open: write_records adds the test metrics and confusion matrix, then closes it.
     return model, dm, trainer
 
 

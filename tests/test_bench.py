@@ -7,6 +7,7 @@ import sys
 import lightning as L
 import pandas as pd
 import pytest
+from wandb_records import read_run
 
 from mmer_bench.runner import BenchConfig, run_bench
 
@@ -58,9 +59,14 @@ def test_leaderboard_rendered(synthetic_run):
     text = (out / "published" / "synthetic.md").read_text()
     assert text == (out / "leaderboard.md").read_text()
     for method in METHODS:
-        assert f"| {method} |" in text
+        assert f"| {method}" in text
+    assert "| luna2022-fusion (stacked on inner-CV posteriors) |" in text
     assert "Protocol: subject-wise" in text and "95%" in text
     assert pd.read_parquet(out / "published" / "synthetic.parquet").shape[0] > 0
+    assert "[synthetic.html](synthetic.html)" in text and "Nadeau-Bengio" in text
+    page = (out / "published" / "synthetic.html").read_text()
+    assert all(f'<td data-sort="{method}">' in page for method in METHODS)
+    assert 'href="synthetic.html"' in (out / "published" / "index.html").read_text()
 
 
 def test_rerun_skips_finished_jobs(synthetic_run, monkeypatch):
@@ -115,9 +121,21 @@ def test_changed_config_is_not_mixed_with_old_results(synthetic_run):
 def test_wandb_offline_logging(tmp_path):
     cfg = BenchConfig(corpus="synthetic", methods=["luna2022-au-mlp"], folds=["fold0"], out=str(tmp_path),
                       loggers=["wandb", "csv"], hparams={"luna2022-au-mlp": {"max_epochs": 3}})
-    run_bench(cfg)
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
+    results = run_bench(cfg)
+    runs = [read_run(r) for r in sorted((tmp_path / "wandb").glob("offline-run-*"))]
+    assert len(runs) == 2  # the job's run and the bench's leaderboard run
+    job = next(r for r in runs if r["run"].job_type == "luna2022-au-mlp")
+    assert job["run"].run_group == "synthetic" and job["run"].display_name == "synthetic/luna2022-au-mlp/fold0-seed0"
+    config = job["config"]
+    assert (config["corpus"], config["method"], config["fold"], config["seed"]) == ("synthetic", "luna2022-au-mlp", "fold0", 0)
+    assert config["hparams"]["max_epochs"] == 3 and config["features"] == {"au": {"extractor": "au-means"}}
+    test = results.query("split == 'test'").set_index("metric")["value"]
+    for metric in ("accuracy", "uar", "macro_f1", "weighted_f1"):
+        assert job["summary"][f"test/emotion/{metric}"] == pytest.approx(test[metric])
+    assert any(k.startswith("test/emotion/confusion") for k in job["history"])
+    board = next(r for r in runs if r["run"].job_type == "leaderboard")
+    assert board["summary"]["leaderboard/emotion/best"] == "luna2022-au-mlp"
+    assert board["history"]["leaderboard/emotion/nrows"] == [1]
     metrics = pd.read_csv(tmp_path / "jobs/luna2022-au-mlp/fold0-seed0/csv/metrics.csv")
     assert "val/emotion/accuracy" in metrics.columns
 
@@ -192,6 +210,52 @@ def test_fusion_reports_sources_that_fit_their_training_clips(synthetic_run):
         assert set(info["sources_fitting_train"]) == expected
 
 
+def test_fusion_stacks_on_inner_cv_posteriors(synthetic_run):
+    """The default stacker learns from out-of-fold posteriors of the fold's training clips: every
+    fused method is trained on inner folds of the training speakers (jobs/<method>/inner/), whose
+    test parts cover each training clip once and never an outer test clip; the inner jobs stay out
+    of the results, and the fusion still learns."""
+    out, results = synthetic_run
+    assert not results["fold"].str.contains("inner").any()
+    preds = pd.read_parquet(out / "predictions.parquet")
+    for job in sorted((out / "jobs/luna2022-fusion").iterdir()):
+        info = json.loads((job / "job.json").read_text())
+        fold = job.name.split("-seed")[0]
+        assert info["recipe"] == "inner-cv" and info["fused"] == METHODS[:-1]
+        parts = preds[(preds["method"] == "luna2022-fusion") & (preds["fold"] == fold)].groupby("split")["clip_id"].apply(set)
+        assert info["fit_clips"] == len(parts["train"]) + len(parts["val"])
+        for source in info["fused"]:
+            inner = [pd.read_parquet(p) for p in sorted((out / "jobs" / source / "inner").glob(f"{fold}-inner*-seed0/predictions.parquet"))]
+            assert len(inner) == 3
+            tested = [c for t in inner for c in t.loc[t["split"] == "test", "clip_id"]]
+            assert sorted(tested) == sorted(parts["train"] | parts["val"])  # each training clip once
+            assert not set().union(*[set(t["clip_id"]) for t in inner]) & parts["test"]
+    fused = results.query("method == 'luna2022-fusion' and split == 'test' and metric == 'accuracy'")["value"].mean()
+    assert fused > 1 / 6 + 0.3
+
+
+def test_exported_out_of_fold_posteriors_fuse_like_the_run(synthetic_run, tmp_path):
+    """`mmer posteriors` writes oof.csv from the inner-fold jobs; `mmer fuse` (default inner-cv
+    recipe) on the exported sources gives the run's own fused test accuracy."""
+    from mmer_bench.cli import main
+
+    out, results = synthetic_run
+    dirs = []
+    for method in METHODS[:-1]:
+        assert main(["posteriors", str(out), "--method", method, "--out", str(tmp_path / method)]) == 0
+        dirs.append(str(tmp_path / method))
+    oof = pd.read_csv(tmp_path / METHODS[0] / "fold0" / "oof.csv")
+    in_sample = pd.read_csv(tmp_path / METHODS[0] / "fold0" / "train.csv")
+    val = pd.read_csv(tmp_path / METHODS[0] / "fold0" / "val.csv")
+    assert set(oof["clip_id"]) == set(in_sample["clip_id"]) | set(val["clip_id"])
+    assert main(["fuse", "--corpus", "synthetic", "--posteriors", *dirs, "--out", str(tmp_path / "fused")]) == 0
+    summary = json.loads((tmp_path / "fused" / "summary.json").read_text())
+    run = results.query("method == 'luna2022-fusion' and split == 'test' and metric == 'accuracy'").set_index("fold")["value"]
+    assert summary["recipe"] == "inner-cv"
+    for fold in summary["folds"]:
+        assert fold["accuracy"] == pytest.approx(run[fold["fold"]], abs=1e-6)  # results hold float32 scores
+
+
 def test_leaderboard_remerges_the_job_folders(synthetic_run, capsys):
     """`mmer leaderboard` rebuilds the run's tables from its job folders alone (the runner's
     collection code), so merging can be redone at any time."""
@@ -205,4 +269,4 @@ def test_leaderboard_remerges_the_job_folders(synthetic_run, capsys):
     merged = pd.read_parquet(out / "results.parquet").sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(merged, results.sort_values(key).reset_index(drop=True))
     printed = capsys.readouterr().out
-    assert "| luna2022-fusion |" in printed and printed.strip() == (out / "leaderboard.md").read_text().strip()
+    assert "| luna2022-fusion (stacked on inner-CV posteriors) |" in printed and printed.strip() == (out / "leaderboard.md").read_text().strip()

@@ -46,7 +46,9 @@ def convert_luna2022(root, out):
 def test_fuse_reproduces_luna2022_late_fusion(shared_data, tmp_path, capsys):
     convert_luna2022(shared_data, tmp_path / "posteriors")
     dirs = [str(tmp_path / "posteriors" / s) for s in ("wav2vec2", "au-mlp", "au-bilstm")]
-    assert main(["fuse", "--corpus", "ravdess", "--posteriors", *dirs, "--out", str(tmp_path / "fused")]) == 0
+    # the published posteriors of the training clips are in-sample: the paper's recipe
+    assert main(["fuse", "--corpus", "ravdess", "--posteriors", *dirs, "--out", str(tmp_path / "fused"),
+                 "--recipe", "in-sample"]) == 0
     summary = json.loads((tmp_path / "fused" / "summary.json").read_text())
     assert [f["n_test"] for f in summary["folds"]] == [300, 300, 300, 300, 240]  # every clip once
     assert abs(100 * summary["mean_accuracy"] - 86.70) < 0.5, summary["mean_accuracy"]
@@ -58,7 +60,7 @@ def test_fuse_reproduces_luna2022_late_fusion(shared_data, tmp_path, capsys):
 def synthetic_posteriors(out, informative: bool, rng):
     """Two folds of 8-class posteriors for RAVDESS-named clips; labels come from the clip ids."""
     for k in range(2):
-        for part, actors in (("train", range(1 + k, 20, 2)), ("test", range(21 + k, 25, 2))):
+        for part, actors in (("train", range(1 + k, 20, 2)), ("oof", range(1 + k, 20, 2)), ("test", range(21 + k, 25, 2))):
             ids, values = [], []
             for actor in actors:
                 for emotion in range(1, 9):
@@ -96,4 +98,8 @@ def test_fuse_rejects_mismatched_sources(tmp_path):
               "--out", str(tmp_path / "out")])
     (tmp_path / "a" / "fold1" / "train.csv").unlink()
     with pytest.raises(FusionInputError, match="train.csv is missing"):
+        main(["fuse", "--corpus", "ravdess", "--posteriors", str(tmp_path / "a"), "--out", str(tmp_path / "out"),
+              "--recipe", "in-sample"])
+    (tmp_path / "a" / "fold1" / "oof.csv").unlink()
+    with pytest.raises(FusionInputError, match="oof.csv is missing: the inner-cv recipe fits the stacker on out-of-fold"):
         main(["fuse", "--corpus", "ravdess", "--posteriors", str(tmp_path / "a"), "--out", str(tmp_path / "out")])

@@ -49,3 +49,21 @@ def test_official_split():
     m = manifest()
     (fold,) = official_split(m)
     assert len(fold.train) == len(fold.val) == len(fold.test) == 8
+
+
+def test_inner_folds_cover_the_outer_training_clips_once_and_never_its_test():
+    from mmer_bench.protocols import Fold, inner_folds
+
+    manifest = pd.DataFrame({"clip_id": [f"c{i}" for i in range(120)], "subject": [i // 10 for i in range(120)]})
+    outer = Fold("fold0", tuple(manifest.clip_id[20:100]), tuple(manifest.clip_id[100:]), tuple(manifest.clip_id[:20]))
+    inner = inner_folds(manifest, outer, 4, seed=3)
+    assert [f.name for f in inner] == [f"fold0-inner{j}" for j in range(4)]
+    tested = [c for f in inner for c in f.test]
+    assert sorted(tested) == sorted(outer.train + outer.val)  # out-of-fold: each training clip once
+    for f in inner:
+        assert not set(f.train + f.val + f.test) & set(outer.test)
+        subjects = {part: set(manifest.set_index("clip_id").loc[list(ids), "subject"]) for part, ids in f.parts().items()}
+        assert not (subjects["train"] & subjects["test"]) and not (subjects["val"] & subjects["test"])
+        assert len(subjects["val"]) >= 1 and len(subjects["train"]) >= 4
+    with pytest.raises(ValueError, match="cannot make 10 inner folds"):
+        inner_folds(manifest, outer, 10)

@@ -60,7 +60,8 @@ def test_a_job_spec_is_json_and_runs_in_another_process(tmp_path):
     from concurrent.futures import ProcessPoolExecutor
 
     cfg = BenchConfig(corpus="synthetic", methods=["luna2022-au-mlp", "luna2022-fusion"], folds=["fold0"],
-                      out=str(tmp_path), loggers=["csv"], hparams={"luna2022-au-mlp": {"max_epochs": 3}})
+                      out=str(tmp_path), loggers=["csv"],
+                      hparams={"luna2022-au-mlp": {"max_epochs": 3}, "luna2022-fusion": {"recipe": "in-sample"}})
     specs = plan_jobs(cfg)
     assert [s.kind for s in specs] == ["train", "stack"]
     assert specs[1].depends_on == ("luna2022-au-mlp/fold0-seed0",)
@@ -71,3 +72,19 @@ def test_a_job_spec_is_json_and_runs_in_another_process(tmp_path):
     assert run_spec(pickle.loads(pickle.dumps(specs[1])))["status"] == "done"
     assert json.loads((tmp_path / "jobs/luna2022-fusion/fold0-seed0/job.json").read_text())["fused"] == ["luna2022-au-mlp"]
     assert run_spec(specs[0])["status"] == "skipped"
+
+
+def test_inner_cv_stacker_plans_inner_fold_trainings_before_it():
+    """The default stacker recipe trains each fused method on the inner folds of every fold's
+    training subjects: train specs under jobs/<method>/inner/, which the stacking job depends on."""
+    cfg = BenchConfig(corpus="synthetic", methods=["luna2022-au-mlp", "luna2022-fusion"], folds=["fold0"],
+                      out="/tmp/unused", loggers=["csv"])
+    specs = plan_jobs(cfg)
+    assert [s.kind for s in specs] == ["train"] * 4 + ["stack"]
+    inner = [f"luna2022-au-mlp/inner/fold0-inner{j}-seed0" for j in range(3)]
+    assert [s.job_id for s in specs[1:4]] == inner
+    assert specs[4].depends_on == ("luna2022-au-mlp/fold0-seed0", *inner)
+    assert len({s.config_hash for s in specs}) == 5
+    with pytest.raises(ValueError, match="recipe 'stack-on-test'"):
+        plan_jobs(BenchConfig(corpus="synthetic", methods=["luna2022-au-mlp", "luna2022-fusion"],
+                              hparams={"luna2022-fusion": {"recipe": "stack-on-test"}}))

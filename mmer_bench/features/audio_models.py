@@ -137,7 +137,10 @@ VGGISH_PATCH_FRAMES = 96
 class VGGish(TorchAudioEncoder):
     """VGGish embeddings, one 128-d vector per 0.96 s log-mel patch (windows x 128).
 
-    The network is torchvggish's VGG with its own log-mel front end; patches start every
+    Original: torchvggish 0.2 (harritaylor/torchvggish, the PyTorch port of AudioSet's VGGish,
+    Hershey et al. 2017): its ``mel_features`` front end with ``vggish_params``, so the patches
+    equal ``vggish_input.waveform_to_examples`` on 16 kHz audio bit for bit, and its ``VGG``
+    network (tests/test_parity.py). The network is torchvggish's VGG; patches start every
     ``hop_seconds`` (0.96: no overlap, as in AudioSet). The output is the 128-d embedding layer
     (after its ReLU), without AudioSet's PCA/quantisation post-processing, which needs PCA
     parameters that are only downloadable. ``checkpoint``: a local state dict of torchvggish's
@@ -218,6 +221,11 @@ def tiny_wav2vec2_config():
 @dataclass
 class Wav2Vec2(TorchAudioEncoder):
     """wav2vec 2.0 hidden states of a transformers checkpoint in a local folder.
+
+    Original: transformers' ``Wav2Vec2Model`` (Baevski et al. 2020) run on one clip normalised
+    as ``Wav2Vec2FeatureExtractor(do_normalize=True)`` does; batched clips (padding plus an
+    attention mask, layer-norm encoders only) give the same hidden states up to float32
+    summation order (tests/test_parity.py: within 1e-4).
 
     ``model_path``: a folder with config.json and weights (from_pretrained, local files only);
     required unless ``tiny_random`` (a tiny randomly initialised model, for tests). ``layer``:

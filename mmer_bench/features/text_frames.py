@@ -140,7 +140,14 @@ def words_to_frames(words: np.ndarray, duration: float | None, fps: float) -> np
 @dataclass
 class BertFrames(Extractor):
     """Word vectors of a BERT-family encoder (sum of the last ``layers`` hidden states, mean over
-    each word's pieces) at ``fps`` frames per second over the clip (see the module docstring)."""
+    each word's pieces) at ``fps`` frames per second over the clip (see the module docstring).
+
+    Original: the text features of LFAN (Richet et al. 2024): transformers' hidden states of the
+    encoder, the last 4 summed. Padded batches equal the encoder run on each text alone up to
+    float32 summation order (tests/test_parity.py, the offline MiniLM: within 1e-4). What still
+    differs: no word timestamps (uniform spread, above) and MiniLM unless ``model_path`` names
+    bert-base-uncased (no hub download here).
+    """
 
     model_path: str | None = None
     layers: int = 4

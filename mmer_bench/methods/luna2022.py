@@ -146,6 +146,13 @@ class Luna2022Wav2Vec2FT(EmotionRecognizer):
 class Luna2022Fusion(Stacker):
     """Logistic regression (C=1) on MinMax-scaled concatenated posteriors (fusion.py).
 
+    ``recipe`` says which posteriors of the training clips it learns from: "inner-cv" (default),
+    out-of-fold posteriors from an inner ``inner_folds``-fold cross-validation of every fused
+    method over the fold's training subjects (stacked generalisation, Wolpert 1992: a source that
+    fits its own training clips cannot take all the weight, and nothing is chosen on test);
+    "in-sample", the fused methods' posteriors of their own training clips, as the paper fuses
+    (Luna-Jimenez et al. 2022; ``mmer fuse --recipe in-sample`` reproduces its 86.70%).
+
     Under a robustness condition (mmer_bench/robustness.py) it fuses the sources' test
     posteriors under that condition; a source that is "n/a" there (its modality removed) is left
     out and the logistic regression is refitted on the training posteriors of the sources still

@@ -6,7 +6,8 @@ Dataset for Emotion Recognition in Conversations", ACL 2019, pp. 527-536, result
 - ``meld-text-cnn``: Kim's (2014) text CNN over GloVe (text-CNN row: 55.02 weighted-F1, 7 emotions).
 - ``meld-bclstm``: bcLSTM (Poria et al. 2017, ACL) over a whole dialogue's utterance vectors
   (bcLSTM text row: 56.44 weighted-F1); batches hold whole dialogues (``reads_dialogues``).
-- ``meld-audio-cnn``: a small Conv1D stand-in on MELD's 34 audio features (no paper figure).
+- ``meld-audio-cnn``: a small Conv1D stand-in on the three-branch baseline's 34 pyAudioAnalysis
+  audio features (no paper figure).
 - ``meld-baseline-fusion``: the three-branch video ConvLSTM + audio Conv1D + text CNN baseline of
   github.com/ankurbhatia24/MULTIMODAL-EMOTION-RECOGNITION (``model/multimodal_baseline.ipynb``);
   no paper figure.
@@ -62,7 +63,8 @@ class MeldBcLSTM(EmotionRecognizer):
                       "source": "Poria et al. 2019, MELD, ACL, results table, bcLSTM text row (7 emotions)"}}
     defaults = {"hidden": 300, "layers": 2, "dense": 100, "dropout": 0.5, "rnn_dropout": 0.3,
                 "utterance_encoder": "vector", "filters": 50, "windows": (3, 4, 5), "utterance_dim": 100,
-                "class_weighted": True, "lr": 1e-3, "batch_size": 16, "max_epochs": 60, "patience": 10}
+                # Plain cross-entropy, as the released MELD baseline (README, Method notes).
+                "class_weighted": False, "lr": 1e-3, "batch_size": 16, "max_epochs": 60, "patience": 10}
 
     def build(self):
         hp = self.hp
