@@ -262,11 +262,19 @@ def score_stacking_job(job_dir: Path, conditions: list[Condition], data_root: st
 
     key = {**_provenance(job_dir), "corpus": corpus.name, "method": spec.method, "fold": fold.name, "seed": spec.seed}
     rows, preds = [], []
+    # The stacker's own training posteriors: out-of-fold ones of the inner-fold jobs ("inner-cv"),
+    # else the sources' posteriors of their training clips (stacking.py reads the same).
+    fit_on = {}
+    if spec.config["settings"]["stacker"].get("recipe", "in-sample") == "inner-cv":
+        for s, job_ids in spec.config["oof_jobs"][f"{fold.name}-seed{spec.seed}"].items():
+            tables = [pd.read_parquet(run_jobs / j / "predictions.parquet") for j in job_ids]
+            rows = pd.concat([t[(t["split"] == "test") & (t["task"] == task.name)] for t in tables], ignore_index=True)
+            fit_on[s] = frame(rows)
     for condition in todo:
         inputs = {}
         for s in sources:
             table = clean[s]
-            train = frame(table[(table["split"] == "train") & (table["task"] == task.name)])
+            train = fit_on[s] if s in fit_on else frame(table[(table["split"] == "train") & (table["task"] == task.name)])
             mine = rob[s][rob[s]["condition"] == condition.name] if rob[s] is not None else pd.DataFrame()
             if mine.empty:
                 raise RobustnessError(f"{sources[s]}: not scored under {condition.name} yet (score the training "

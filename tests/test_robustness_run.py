@@ -31,7 +31,9 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("rob-run")
     config = BenchConfig(corpus="synthetic", methods=["egemaps-mlp", "luna2022-au-mlp", "luna2022-fusion"],
                          folds=["fold0"], out=str(out), loggers=["csv"], workers=1,
-                         hparams={"egemaps-mlp": {"max_epochs": 30}, "luna2022-au-mlp": {"max_epochs": 60}})
+                         hparams={"egemaps-mlp": {"max_epochs": 30}, "luna2022-au-mlp": {"max_epochs": 60},
+                                  # the paper's recipe: fit on the sources' training-clip posteriors
+                                  "luna2022-fusion": {"recipe": "in-sample"}})
     results = Runner(config).run()
     rob = robustness.score_run(out, CONDITIONS, workers=1)
     return out, results, rob
