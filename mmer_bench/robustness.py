@@ -268,8 +268,9 @@ def score_stacking_job(job_dir: Path, conditions: list[Condition], data_root: st
     if spec.config["settings"]["stacker"].get("recipe", "in-sample") == "inner-cv":
         for s, job_ids in spec.config["oof_jobs"][f"{fold.name}-seed{spec.seed}"].items():
             tables = [pd.read_parquet(run_jobs / j / "predictions.parquet") for j in job_ids]
-            rows = pd.concat([t[(t["split"] == "test") & (t["task"] == task.name)] for t in tables], ignore_index=True)
-            fit_on[s] = frame(rows)
+            out_of_fold = pd.concat([t[(t["split"] == "test") & (t["task"] == task.name)] for t in tables],
+                                    ignore_index=True)
+            fit_on[s] = frame(out_of_fold)
     for condition in todo:
         inputs = {}
         for s in sources:
