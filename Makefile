@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 DATASET ?= synthetic
 DATA_ROOT ?=
 METHODS ?=
+ENCODER ?=
 OUT ?= runs/$(DATASET)
 BENCH_ARGS ?=
 ROBUSTNESS ?= 1
@@ -27,7 +28,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 bench: setup
 	$(PY) -m mmer_bench.cli bench $(DATASET) --out $(OUT) --publish leaderboard \
-		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(METHODS),--methods $(METHODS)) $(BENCH_ARGS)
+		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(METHODS),--methods $(METHODS)) \
+		$(if $(ENCODER),--encoder $(ENCODER)) $(BENCH_ARGS)
 	$(if $(filter 1,$(ROBUSTNESS)),$(PY) -m mmer_bench.cli robustness $(OUT) --publish leaderboard \
 		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)))
 

@@ -100,6 +100,19 @@ def load_benchmark_config(path: str | None, corpus: str):
     return load_bench_file(candidate), str(candidate)
 
 
+def with_encoder(features: dict, hparams: dict, encoder: str) -> tuple[dict, dict]:
+    """``--encoder`` (``make bench ENCODER=``): the model of the encoder extractors
+    (audio-encoder, text-encoder) and of the generic fine-tuning methods (ssl-ft,
+    text-encoder-ft), over what the benchmark config says."""
+    from mmer_bench.features.encoders import ENCODER_EXTRACTORS
+    from mmer_bench.registry import METHODS
+
+    features = {**features, **{e: {**features.get(e, {}), "model": encoder} for e in ENCODER_EXTRACTORS}}
+    hparams = {**hparams, **{m: {**hparams.get(m, {}), "model": encoder}
+                             for m, cls in METHODS.items() if getattr(cls, "encoder_hparam", None) == "model"}}
+    return features, hparams
+
+
 def cmd_bench(args) -> int:
     from mmer_bench.runner import BenchConfig, run_bench
 
@@ -109,6 +122,9 @@ def cmd_bench(args) -> int:
         torch.set_num_threads(args.threads)
     conf, config_file = load_benchmark_config(args.config, args.corpus)
     trainer = conf.trainer
+    features, hparams = conf.features, conf.hparams
+    if args.encoder:
+        features, hparams = with_encoder(features, hparams, args.encoder)
     config = BenchConfig(
         corpus=args.corpus,
         methods=_split(args.methods) or conf.methods,
@@ -117,9 +133,9 @@ def cmd_bench(args) -> int:
         data_root=args.data_root or conf.data_root,
         out=args.out or f"runs/{args.corpus}",
         corpus_options=conf.corpus_options,
-        hparams=conf.hparams,
+        hparams=hparams,
         inputs=conf.inputs,
-        features=conf.features,
+        features=features,
         devices=_devices(args.devices or trainer.devices),
         accelerator=args.accelerator or trainer.accelerator,
         strategy=args.strategy or trainer.strategy,
@@ -302,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", help="e.g. 32-true, bf16-mixed, 16-mixed")
     p.add_argument("--loggers", help="comma-separated: csv, wandb (default both; W&B offline unless configured)")
     p.add_argument("--max-epochs", type=int, help="override every method's epoch budget")
+    p.add_argument("--encoder", help="pretrained encoder (hub id or local folder) of ssl-mlp, ssl-ft and every "
+                                     "other encoder-based method and extractor")
     p.add_argument("--skip-missing", action="store_true", help="leave out clips lacking features (counted)")
     p.add_argument("--cache-dir", help="feature cache (default $MMER_CACHE or ~/.cache/mmer-bench)")
     p.add_argument("--workers", type=int, help="extraction processes (default: all cores)")

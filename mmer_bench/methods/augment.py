@@ -9,7 +9,7 @@
   absent (zero input, all-false mask row: what a removed modality looks like at test time), never
   every modality of a clip.
 
-Both take and return the collated batch dict (see corpora/base.py) and never modify it in place.
+Both take and return the collated batch dict (see mmer_bench/data.py) and never modify it in place.
 """
 
 from __future__ import annotations

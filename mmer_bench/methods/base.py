@@ -79,7 +79,7 @@ def _inferred_type(value):
 class EmotionRecognizer(L.LightningModule):
     inputs: ClassVar[dict[str, str]] = {}
     scaling: ClassVar[dict[str, str]] = {}
-    # True: batches of whole conversations (corpora/base.py), only on corpora that have them.
+    # True: batches of whole conversations (mmer_bench/data.py), only on corpora that have them.
     reads_dialogues: ClassVar[bool] = False
     # True: the method takes batches in which some inputs are absent (a removed modality, see
     # methods/layers.present) and its docstring says what it does then. False: a condition that
@@ -241,9 +241,14 @@ class EmotionRecognizer(L.LightningModule):
         logits = self(batch)
         return {"clip_id": batch["clip_id"], **{t.name: t.postprocess(logits[t.name]) for t in self.tasks}}
 
+    def parameter_groups(self) -> list:
+        """What the optimiser trains: the trainable parameters, or parameter groups with their own
+        learning rates (layer-wise decay when fine-tuning an encoder, methods/finetune.py)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     def configure_optimizers(self):
         hp = self.hp
-        params = [p for p in self.parameters() if p.requires_grad]
+        params = self.parameter_groups()
         if hp["optimizer"] == "adam":
             optimizer = torch.optim.Adam(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
         elif hp["optimizer"] == "adamw":
