@@ -9,6 +9,7 @@ METHODS ?=
 ENCODER ?=
 OUT ?= runs/$(DATASET)
 BENCH_ARGS ?=
+ROBUSTNESS ?= 1
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
@@ -29,6 +30,8 @@ bench: setup
 	$(PY) -m mmer_bench.cli bench $(DATASET) --out $(OUT) --publish leaderboard \
 		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(METHODS),--methods $(METHODS)) \
 		$(if $(ENCODER),--encoder $(ENCODER)) $(BENCH_ARGS)
+	$(if $(filter 1,$(ROBUSTNESS)),$(PY) -m mmer_bench.cli robustness $(OUT) --publish leaderboard \
+		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)))
 
 test: setup
 	$(PY) -m pytest -q

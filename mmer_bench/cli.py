@@ -278,6 +278,36 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
+def cmd_robustness(args) -> int:
+    import pandas as pd
+
+    from mmer_bench.collect import render
+    from mmer_bench.registry import CORPORA
+    from mmer_bench.results import write_parquet, write_text
+    from mmer_bench.robustness import score_run
+    from mmer_bench.robustness_report import robustness_section
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    run_dir = Path(args.run_dir)
+    results = pd.read_parquet(run_dir / "results.parquet")
+    corpus_name = results["corpus"].iloc[0]
+    conditions = _split(args.conditions) or load_benchmark_config(args.config, corpus_name)[0].robustness
+    rob = score_run(run_dir, conditions, data_root=args.data_root, workers=args.workers)
+    corpus = CORPORA.get(corpus_name)()
+    markdown = render(results, corpus) + robustness_section(run_dir, results, corpus, args.publish)
+    write_text(run_dir / "leaderboard.md", markdown)
+    if args.publish:
+        write_text(Path(args.publish) / f"{corpus.name}.md", markdown)
+        write_parquet(rob, Path(args.publish) / f"{corpus.name}-robustness.parquet")
+    print(markdown)
+    counts = rob.drop_duplicates(["method", "fold", "seed", "condition"])["status"].value_counts().to_dict()
+    print(f"robustness: {run_dir / 'robustness.parquet'} ({len(rob)} rows; job x condition: {counts})")
+    return 0
+
+
 def cmd_download(args) -> int:
     from mmer_bench.download import download
 
@@ -355,6 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="merge a bench output directory's job folders and print its leaderboard")
     p.add_argument("results")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("robustness", help="score a run's trained jobs under test-time conditions (no retraining)")
+    p.add_argument("run_dir", help="a bench output directory")
+    p.add_argument("--conditions", help="comma-separated condition names (default: the benchmark YAML's "
+                   "`robustness:` list, else every condition)")
+    p.add_argument("--config", help="benchmark YAML (default: benchmarks/CORPUS.yaml when it exists)")
+    p.add_argument("--data-root", help="where the corpus is now (default: the data root the run used)")
+    p.add_argument("--workers", type=int, help="extraction processes (default: all cores)")
+    p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--publish", help="also write DIR/CORPUS.md with the robustness table, the plots and "
+                   "DIR/CORPUS-robustness.parquet")
+    p.set_defaults(func=cmd_robustness)
 
     p = sub.add_parser("download", help="fetch a public corpus into the data root")
     p.add_argument("corpus")

@@ -21,6 +21,7 @@ import mmer_bench
 from mmer_bench.registry import CORPORA, METHODS
 from mmer_bench.report import leaderboard_markdown
 from mmer_bench.results import write_parquet, write_text
+from mmer_bench.robustness_report import robustness_section
 
 
 def git_commit() -> str:
@@ -151,7 +152,8 @@ def collect(out: Path | str, corpus=None, publish: str | None = None, final: boo
     preds = pd.concat([pd.read_parquet(p.parent / "predictions.parquet") for p in result_files], ignore_index=True)
     write_parquet(preds, out / "predictions.parquet", {"classes": {t.name: list(t.classes) for t in corpus.tasks}})
     if not final:
-        markdown = render(results, corpus)
+        # Robustness scores of an earlier `mmer robustness` stay in the table (robustness_report.py).
+        markdown = render(results, corpus) + robustness_section(out, results, corpus, publish)
         write_text(out / "leaderboard.md", markdown)
         if publish:
             write_text(Path(publish) / f"{corpus.name}.md", markdown)
@@ -161,10 +163,15 @@ def collect(out: Path | str, corpus=None, publish: str | None = None, final: boo
 
     manifest = manifest if manifest is not None else corpus.manifest()
     provenance = provenance_of(results)
-    _, verdicts = write_reports(out, corpus, results, preds, provenance, manifest, markdown_name="leaderboard")
+    markdown, verdicts = write_reports(out, corpus, results, preds, provenance, manifest, markdown_name="leaderboard")
+    section = robustness_section(out, results, corpus, publish)  # robustness_report.py; "" without one
+    if section:
+        write_text(out / "leaderboard.md", markdown + section)
     if publish:
         write_parquet(results, Path(publish) / f"{corpus.name}.parquet")  # first: the index reads it
-        write_reports(Path(publish), corpus, results, preds, provenance, manifest)
+        published, _ = write_reports(Path(publish), corpus, results, preds, provenance, manifest)
+        if section:
+            write_text(Path(publish) / f"{corpus.name}.md", published + section)
     if "wandb" in loggers:
         from mmer_bench import wandb_log
 

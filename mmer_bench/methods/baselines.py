@@ -93,7 +93,13 @@ class SeqMeanMLP(PooledMLP):
     """CMU-MOSEI baseline: the masked mean over words of each word-aligned modality (GloVe,
     COVAREP, FACET), standardised on the training segments, concatenated, through one hidden
     layer, with a head per task (emotion intensities and sentiment). No paper number: it is the
-    order-free floor that sequence models of CMU-MOSEI are measured against."""
+    order-free floor that sequence models of CMU-MOSEI are measured against.
+
+    An absent modality (all-false mask) contributes a zero mean, which after the standardisation
+    is its training mean: the hidden layer sees the other modalities plus an average of the
+    missing one."""
+
+    handles_absent_inputs = True
 
     inputs = {"words": "mosei-glove", "acoustic": "mosei-covarep", "visual": "mosei-facet"}
     scaling = {"words": "standard", "acoustic": "standard", "visual": "standard"}

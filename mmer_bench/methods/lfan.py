@@ -104,6 +104,10 @@ def window_starts(length: int, window: int, hop: int) -> list[int]:
 
 @METHODS.register("lfan")
 class LFAN(FrameLevelRecognizer):
+    """See the module docstring. The video leads (its frames are the time axis) and the
+    attention has no mask over modalities, so a condition that removes a modality is reported
+    "n/a" for it."""
+
     inputs = {"video": "face-embedding", "audio": "vggish", "text": "bert-frames"}
     scaling = {"video": "standard", "audio": "standard", "text": "standard"}
     frame_input = "video"

@@ -136,7 +136,12 @@ class Luna2022Fusion(Stacker):
     method over the fold's training subjects (stacked generalisation, Wolpert 1992: a source that
     fits its own training clips cannot take all the weight, and nothing is chosen on test);
     "in-sample", the fused methods' posteriors of their own training clips, as the paper fuses
-    (Luna-Jimenez et al. 2022; ``mmer fuse --recipe in-sample`` reproduces its 86.70%)."""
+    (Luna-Jimenez et al. 2022; ``mmer fuse --recipe in-sample`` reproduces its 86.70%).
+
+    Under a robustness condition (mmer_bench/robustness.py) it fuses the sources' test
+    posteriors under that condition; a source that is "n/a" there (its modality removed) is left
+    out and the logistic regression is refitted on the training posteriors of the sources still
+    present, so with the audio removed it falls back to the facial sources alone."""
 
     paper = {"ravdess": {"accuracy": 86.70,
                          "source": "Luna-Jimenez et al. 2022, Table 5",

@@ -312,7 +312,10 @@ def frame_shape(dim: int, size) -> tuple[int, int]:
 @METHODS.register("meld-baseline-fusion")
 class MeldBaselineFusion(EmotionRecognizer):
     """Three branches (video ConvLSTM, audio Conv1D, text CNN) concatenated, Dense-ReLU-dropout,
-    one head per MELD task (emotion, sentiment), trained jointly; see the module docstring."""
+    one head per MELD task (emotion, sentiment), trained jointly; see the module docstring.
+
+    It has no path for an absent branch (its video ConvLSTM needs frames): a condition that
+    removes the video, audio or text is reported "n/a" for it."""
 
     inputs = {"video": "face-crops", "audio": "meld-audio34", "text": "glove"}
     scaling = {"audio": "standard"}

@@ -271,7 +271,10 @@ class MERC2020Multimodal(EmotionRecognizer):
     speech heads read their own branch's vector only. Loss = CE(integrated) + ``aux_lambda`` *
     (CE(face) + CE(speech)) / 2, ``aux_lambda`` 2 as in the entry (the corpus's task weights are
     not used). ``speech_checkpoint`` / ``face_checkpoint`` / ``text_checkpoint``: state dicts of
-    the unimodal methods (same tasks and branch hyperparameters) to start the branches from."""
+    the unimodal methods (same tasks and branch hyperparameters) to start the branches from.
+
+    The integrated head reads all three branch vectors and none of them has a path for an absent
+    input: a condition that removes a modality is reported "n/a" for it."""
 
     inputs = {**MERC2020AttnCNN.inputs, **MERC2020CLSTM.inputs, **MERC2020TextTransformer.inputs}
     scaling = {**MERC2020TextTransformer.scaling}
