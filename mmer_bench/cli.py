@@ -68,7 +68,39 @@ def cmd_describe(args) -> int:
         print(f"  {modalities.get(column, column)} ({column}): {present} of {len(manifest)} clips")
     for line in corpus.describe_extra(manifest, folds):
         print(line)
-    return 0
+    return _describe_files(corpus, manifest, args)
+
+
+def _describe_files(corpus, manifest, args) -> int:
+    """Damaged media (headers only; every file decoded with --check) and, with --check, the
+    checksum lists beside the corpus. Exit status 1 when anything is wrong."""
+    from mmer_bench import integrity
+
+    found = integrity.quick_problems(manifest)
+    if not args.check:
+        print(f"damaged or missing media files (headers only; --check decodes every file): {len(found)}")
+        problems = list(found.values())
+    else:
+        decoded, decode_problems = integrity.decode_problems(manifest, args.workers)
+        found.update(decode_problems)  # one line per file: decoding says more than the header
+        print(f"media check: {decoded} files decoded, {len(found)} with problems")
+        problems = list(found.values())
+        paths = [p for _, p in integrity.media_files(manifest)]
+        folders = [Path(os.path.commonpath(paths))] if paths else []
+        if corpus.data_root is not None:
+            folders += [corpus.data_root / corpus.name, corpus.data_root]
+        lists = integrity.checksum_lists(f for f in folders if f.is_dir())
+        if not lists:
+            print("checksums: no checksum list (SHA256SUMS, MD5SUMS) beside the corpus")
+        for listing in lists:
+            listed, mismatches = integrity.checksum_problems(listing)
+            print(f"checksums: {listing}: {listed - len(mismatches)} of {listed} files match")
+            problems += mismatches
+    for line in problems[:50]:
+        print(f"  {line}")
+    if len(problems) > 50:
+        print(f"  ... and {len(problems) - 50} more")
+    return 1 if problems else 0
 
 
 def cmd_extract(args) -> int:
@@ -100,6 +132,19 @@ def load_benchmark_config(path: str | None, corpus: str):
     return load_bench_file(candidate), str(candidate)
 
 
+def with_encoder(features: dict, hparams: dict, encoder: str) -> tuple[dict, dict]:
+    """``--encoder`` (``make bench ENCODER=``): the model of the encoder extractors
+    (audio-encoder, text-encoder) and of the generic fine-tuning methods (ssl-ft,
+    text-encoder-ft), over what the benchmark config says."""
+    from mmer_bench.features.encoders import ENCODER_EXTRACTORS
+    from mmer_bench.registry import METHODS
+
+    features = {**features, **{e: {**features.get(e, {}), "model": encoder} for e in ENCODER_EXTRACTORS}}
+    hparams = {**hparams, **{m: {**hparams.get(m, {}), "model": encoder}
+                             for m, cls in METHODS.items() if getattr(cls, "encoder_hparam", None) == "model"}}
+    return features, hparams
+
+
 def cmd_bench(args) -> int:
     from mmer_bench.runner import BenchConfig, run_bench
 
@@ -109,6 +154,9 @@ def cmd_bench(args) -> int:
         torch.set_num_threads(args.threads)
     conf, config_file = load_benchmark_config(args.config, args.corpus)
     trainer = conf.trainer
+    features, hparams = conf.features, conf.hparams
+    if args.encoder:
+        features, hparams = with_encoder(features, hparams, args.encoder)
     config = BenchConfig(
         corpus=args.corpus,
         methods=_split(args.methods) or conf.methods,
@@ -117,9 +165,9 @@ def cmd_bench(args) -> int:
         data_root=args.data_root or conf.data_root,
         out=args.out or f"runs/{args.corpus}",
         corpus_options=conf.corpus_options,
-        hparams=conf.hparams,
+        hparams=hparams,
         inputs=conf.inputs,
-        features=conf.features,
+        features=features,
         devices=_devices(args.devices or trainer.devices),
         accelerator=args.accelerator or trainer.accelerator,
         strategy=args.strategy or trainer.strategy,
@@ -259,6 +307,34 @@ def cmd_status(args) -> int:
     rows = run_status(args.run_dir)
     print(format_status(rows, args.run_dir))
     return 1 if any(r["state"] == "failed" for r in rows) else 0
+def cmd_robustness(args) -> int:
+    import pandas as pd
+
+    from mmer_bench.collect import render
+    from mmer_bench.registry import CORPORA
+    from mmer_bench.results import write_parquet, write_text
+    from mmer_bench.robustness import score_run
+    from mmer_bench.robustness_report import robustness_section
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    run_dir = Path(args.run_dir)
+    results = pd.read_parquet(run_dir / "results.parquet")
+    corpus_name = results["corpus"].iloc[0]
+    conditions = _split(args.conditions) or load_benchmark_config(args.config, corpus_name)[0].robustness
+    rob = score_run(run_dir, conditions, data_root=args.data_root, workers=args.workers)
+    corpus = CORPORA.get(corpus_name)()
+    markdown = render(results, corpus) + robustness_section(run_dir, results, corpus, args.publish)
+    write_text(run_dir / "leaderboard.md", markdown)
+    if args.publish:
+        write_text(Path(args.publish) / f"{corpus.name}.md", markdown)
+        write_parquet(rob, Path(args.publish) / f"{corpus.name}-robustness.parquet")
+    print(markdown)
+    counts = rob.drop_duplicates(["method", "fold", "seed", "condition"])["status"].value_counts().to_dict()
+    print(f"robustness: {run_dir / 'robustness.parquet'} ({len(rob)} rows; job x condition: {counts})")
+    return 0
 
 
 def cmd_download(args) -> int:
@@ -279,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("describe", help="summarise a corpus under a data root")
     p.add_argument("corpus")
     p.add_argument("--data-root")
+    p.add_argument("--check", action="store_true",
+                   help="decode every media file and verify the checksum lists beside the corpus; exit 1 on any problem")
+    p.add_argument("--workers", type=int, help="decoding processes for --check (default: all cores)")
     p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser("extract", help="extract features into the store")
@@ -303,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", help="e.g. 32-true, bf16-mixed, 16-mixed")
     p.add_argument("--loggers", help="comma-separated: csv, wandb (default both; W&B offline unless configured)")
     p.add_argument("--max-epochs", type=int, help="override every method's epoch budget")
+    p.add_argument("--encoder", help="pretrained encoder (hub id or local folder) of ssl-mlp, ssl-ft and every "
+                                     "other encoder-based method and extractor")
     p.add_argument("--skip-missing", action="store_true", help="leave out clips lacking features (counted)")
     p.add_argument("--cache-dir", help="feature cache (default $MMER_CACHE or ~/.cache/mmer-bench)")
     p.add_argument("--workers", type=int, help="extraction processes (default: all cores)")
@@ -352,6 +433,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="the jobs of a bench run folder: done, running, failed, waiting")
     p.add_argument("run_dir", help="a bench output folder (--out)")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("robustness", help="score a run's trained jobs under test-time conditions (no retraining)")
+    p.add_argument("run_dir", help="a bench output directory")
+    p.add_argument("--conditions", help="comma-separated condition names (default: the benchmark YAML's "
+                   "`robustness:` list, else every condition)")
+    p.add_argument("--config", help="benchmark YAML (default: benchmarks/CORPUS.yaml when it exists)")
+    p.add_argument("--data-root", help="where the corpus is now (default: the data root the run used)")
+    p.add_argument("--workers", type=int, help="extraction processes (default: all cores)")
+    p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--publish", help="also write DIR/CORPUS.md with the robustness table, the plots and "
+                   "DIR/CORPUS-robustness.parquet")
+    p.set_defaults(func=cmd_robustness)
 
     p = sub.add_parser("download", help="fetch a public corpus into the data root")
     p.add_argument("corpus")

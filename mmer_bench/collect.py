@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 import mmer_bench
-from mmer_bench.registry import CORPORA
+from mmer_bench.registry import CORPORA, METHODS
 from mmer_bench.report import leaderboard_markdown
 from mmer_bench.results import write_parquet, write_text
+from mmer_bench.robustness_report import robustness_section
 
 
 def git_commit() -> str:
@@ -52,6 +53,23 @@ def prediction_frame(task, key: dict, part: str, p: dict) -> pd.DataFrame:
                          "pred": pred, "probs": list(outputs), "target_values": list(target_values)})
 
 
+def method_variant(spec) -> str:
+    """The pretrained encoder a job's method ran with ("" for methods without one): the
+    leaderboard shows it beside the method and picks an encoder-dependent paper number by it. A
+    method names it by a setting (``encoder_hparam``) or by the extractor of one input
+    (``encoder_input``), whose ``model`` parameter it is."""
+    if spec.method not in METHODS.names():
+        return ""
+    cls = METHODS.get(spec.method)
+    settings = {k: v for part in spec.config.get("settings", {}).values() for k, v in part.items()}
+    inputs, features = spec.config.get("inputs", {}), spec.config.get("features", {})
+    if getattr(cls, "encoder_hparam", None):
+        return str(settings.get(cls.encoder_hparam) or "")
+    if getattr(cls, "encoder_input", None) in inputs:
+        return str(features.get(inputs[cls.encoder_input], {}).get("model") or "")
+    return ""
+
+
 def write_records(spec, corpus, fold, predictions: dict, n_params: int, started: float, info: dict,
                   features: dict | None = None, skipped: dict | None = None) -> None:
     """A finished job's folder: results.parquet, predictions.parquet, job.json, then DONE."""
@@ -73,7 +91,7 @@ def write_records(spec, corpus, fold, predictions: dict, n_params: int, started:
         "n_train": sizes["train"], "n_val": sizes["val"], "n_test": sizes["test"],
         "n_skipped": len(skipped or {}), "precision": trainer["precision"],
         "devices": str(trainer["devices"]), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": spec.config["command"],
+        "command": spec.config["command"], "variant": method_variant(spec),
         "recipe": info.get("recipe", ""),  # a stacker's: "inner-cv" or "in-sample"
     }
     results = pd.DataFrame(result_rows).assign(**provenance)
@@ -154,7 +172,8 @@ def _collect(out: Path, corpus, publish: str | None, final: bool, manifest, logg
     write_parquet(preds, out / "predictions.parquet", {"classes": {t.name: list(t.classes) for t in corpus.tasks},
                                                        "commands": provenance_of(results)["commands"]})
     if not final:
-        markdown = render(results, corpus)
+        # Robustness scores of an earlier `mmer robustness` stay in the table (robustness_report.py).
+        markdown = render(results, corpus) + robustness_section(out, results, corpus, publish)
         write_text(out / "leaderboard.md", markdown)
         if publish:
             write_text(Path(publish) / f"{corpus.name}.md", markdown)
@@ -164,10 +183,15 @@ def _collect(out: Path, corpus, publish: str | None, final: bool, manifest, logg
 
     manifest = manifest if manifest is not None else corpus.manifest()
     provenance = provenance_of(results)
-    _, verdicts = write_reports(out, corpus, results, preds, provenance, manifest, markdown_name="leaderboard")
+    markdown, verdicts = write_reports(out, corpus, results, preds, provenance, manifest, markdown_name="leaderboard")
+    section = robustness_section(out, results, corpus, publish)  # robustness_report.py; "" without one
+    if section:
+        write_text(out / "leaderboard.md", markdown + section)
     if publish:
         write_parquet(results, Path(publish) / f"{corpus.name}.parquet")  # first: the index reads it
-        write_reports(Path(publish), corpus, results, preds, provenance, manifest)
+        published, _ = write_reports(Path(publish), corpus, results, preds, provenance, manifest)
+        if section:
+            write_text(Path(publish) / f"{corpus.name}.md", published + section)
     if "wandb" in loggers:
         from mmer_bench import wandb_log
 

@@ -12,9 +12,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from mmer_bench.errors import CorpusFormatError, reading
 
-class CsdFormatError(ValueError):
-    """A .csd file that does not have the computational-sequence layout."""
+
+class CsdFormatError(CorpusFormatError):
+    """A CMU-MOSEI file (a .csd computational sequence, the label CSV, the folds JSON) that cannot
+    be read; the message names the file."""
 
 
 class ComputationalSequence:
@@ -22,7 +25,8 @@ class ComputationalSequence:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.file = h5py.File(self.path, "r")
+        with reading(self.path, CsdFormatError):  # h5py's OSError does not name the file
+            self.file = h5py.File(self.path, "r")
         roots = list(self.file.keys())
         if len(roots) != 1 or "data" not in self.file[roots[0]]:
             raise CsdFormatError(f"{self.path}: expected one sequence group holding data/ and metadata/, found {roots}")

@@ -74,7 +74,11 @@ class ClipDataset(torch.utils.data.Dataset):
 
 
 def collate(items: list[dict]) -> dict:
-    """Stack vectors; pad sequences to the longest with zeros and return a True-for-real mask."""
+    """Stack vectors; pad sequences to the longest with zeros and return a True-for-real mask.
+
+    An item whose input is absent (a removed modality: its name in ``item["absent"]``, its
+    value a zero placeholder of the input's rank) gets an all-false mask row; a vector input
+    then carries a (B, 1) mask, present only when some clip of the batch lacks it."""
     batch = {"inputs": {}, "masks": {}, "targets": {}, "clip_id": [it["clip_id"] for it in items]}
     for name in items[0]["inputs"]:
         arrays = [torch.from_numpy(it["inputs"][name]) for it in items]
@@ -84,6 +88,9 @@ def collate(items: list[dict]) -> dict:
             lengths = torch.tensor([a.shape[0] for a in arrays])
             batch["inputs"][name] = torch.nn.utils.rnn.pad_sequence(arrays, batch_first=True)
             batch["masks"][name] = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
+        if any(name in it.get("absent", ()) for it in items):
+            present = torch.tensor([name not in it.get("absent", ()) for it in items])
+            batch["masks"][name] = batch["masks"].get(name, torch.ones(len(items), 1, dtype=torch.bool)) & present[:, None]
     for task in items[0]["targets"]:
         values = [it["targets"][task] for it in items]
         if isinstance(values[0], np.ndarray):  # a regression target: float vector per clip
@@ -190,15 +197,21 @@ class CorpusDataModule(L.LightningDataModule):
         for part, ids in fold_ids.items():
             items = []
             for clip in ids:
-                inputs = {}
+                inputs, absent = {}, []
                 for name, fs in features.items():
                     array = fs.arrays[clip]
+                    if array is None:  # a removed modality (robustness conditions): absent, not zeros
+                        template = features[name].arrays[fold_ids["train"][0]]
+                        inputs[name] = np.zeros(template.shape[-1:] if template.ndim == 1 else (1, template.shape[-1]),
+                                                np.float32)
+                        absent.append(name)
+                        continue
                     if self.max_frames and array.ndim == 2:
                         array = array[: self.max_frames]
                     inputs[name] = scalers[name](array) if name in scalers else array.astype(np.float32)
                 row = labels.loc[clip]
                 targets = {t.name: t.target_of(row[columns[t.name]].to_numpy()) for t in self.corpus.tasks}
-                items.append({"clip_id": clip, "inputs": inputs, "targets": targets})
+                items.append({"clip_id": clip, "inputs": inputs, "targets": targets, **({"absent": absent} if absent else {})})
             if self.dialogues:
                 items = group_dialogues(items, self.manifest, self.corpus.dialogue_columns)
             self.datasets[part] = ClipDataset(items)

@@ -4,6 +4,9 @@ RAVDESS comes from its Zenodo record: the record's JSON lists every archive with
 md5, so each archive is streamed to ``ravdess/.downloads/NAME.part``, checked against both and
 only then renamed; a later run skips archives already there with the right checksum. Archives
 are extracted into ``DATA_ROOT/ravdess`` (they hold ``Actor_XX/`` folders at their top level).
+The record's md5s are kept in ``ravdess/.downloads/MD5SUMS`` and the md5 of every file extracted
+from a verified archive in ``ravdess/MD5SUMS`` (``md5sum -c`` format), which ``mmer describe
+ravdess --check`` verifies later.
 
 CMU-MOSEI's computational sequences are fetched from the CMU-Multimodal SDK's public host into
 ``DATA_ROOT/mosei`` (no checksums are published: a file already there is kept); the standard
@@ -123,7 +126,9 @@ def download_ravdess(data_root: Path, base_url: str, include_video: bool) -> Pat
     record_url = f"{base_url.rstrip('/')}/api/records/{RAVDESS_RECORD}"
     files = _pick_ravdess_files(_fetch_record(record_url, hint), record_url, include_video, hint)
     for remote in files:
-        safe_extract(_fetch_file(remote, root / ".downloads", hint), root)
+        archive = _fetch_file(remote, root / ".downloads", hint)
+        _add_sums(root / ".downloads" / "MD5SUMS", {remote.name: remote.md5})
+        _add_sums(root / "MD5SUMS", safe_extract(archive, root))
     if not any(root.glob("Actor_[0-9][0-9]")):
         raise DownloadError(f"the archives held no Actor_XX folders; {hint}")
     log.info("RAVDESS is ready under %s", root)
@@ -216,21 +221,45 @@ def _stream(remote: RemoteFile, part: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def safe_extract(archive: Path, dest: Path) -> None:
+def safe_extract(archive: Path, dest: Path) -> dict[str, str]:
     """Extract a zip into ``dest``, refusing members that would land outside it. Files already
-    there with the member's size are kept, so a second run does not rewrite the corpus."""
+    there with the member's size are kept, so a second run does not rewrite the corpus. Returns
+    the md5 of each extracted file (its path relative to ``dest``, "/"-separated)."""
+    sums = {}
     with zipfile.ZipFile(archive) as bundle:
         members = bundle.infolist()
         for member in members:
             _check_member(member.filename, archive)
         for member in tqdm(members, desc=f"extracting {archive.name}", unit="file", leave=False):
             target = dest.joinpath(*PurePosixPath(member.filename).parts)
+            name = PurePosixPath(*PurePosixPath(member.filename).parts).as_posix()
             if member.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
             elif not (target.is_file() and target.stat().st_size == member.file_size):
                 target.parent.mkdir(parents=True, exist_ok=True)
+                digest = hashlib.md5()
+                # zipfile checks each member's CRC-32 as it is read: a damaged member raises here.
                 with bundle.open(member) as source, open(target, "wb") as out:
-                    shutil.copyfileobj(source, out, CHUNK)
+                    for chunk in iter(lambda: source.read(CHUNK), b""):
+                        out.write(chunk)
+                        digest.update(chunk)
+                sums[name] = digest.hexdigest()
+            else:
+                sums[name] = _md5(target)
+    return sums
+
+
+def _add_sums(listing: Path, sums: dict[str, str]) -> None:
+    """Merge ``sums`` (name -> md5) into an ``md5sum``-format list, kept sorted by name."""
+    entries = {}
+    if listing.is_file():
+        for line in listing.read_text().splitlines():
+            digest, _, name = line.partition("  ")
+            if name:
+                entries[name] = digest
+    entries.update(sums)
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(entries.items())))
 
 
 def _check_member(name: str, archive: Path) -> None:

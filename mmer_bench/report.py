@@ -12,7 +12,18 @@ from mmer_bench.results import summarize
 
 METRIC_TITLES = {"accuracy": "Accuracy", "uar": "UAR", "macro_f1": "Macro-F1", "weighted_f1": "Weighted-F1",
                  "mae": "MAE", "wa": "Mean wA", "f1": "Mean F1", "acc2": "Acc2", "acc2_nonzero": "Acc2 (non-0)",
-                 "acc7": "Acc7", "f1_2": "F1 (2-class)", "corr": "Pearson r"}
+                 "acc7": "Acc7", "f1_2": "F1 (2-class)", "corr": "Pearson r", "acc5": "Acc5",
+                 "f1_nonzero": "F1 (non-0)"}
+# What each F1 column means: papers report several F1s under one name, so every table says which.
+F1_DEFINITIONS = {
+    "macro_f1": "Macro-F1: the unweighted mean of the per-class F1 scores",
+    "weighted_f1": "Weighted-F1: the per-class F1 scores weighted by each class's number of test clips",
+    "f1": "Mean F1: per emotion, the binary F1 of \"present\" (intensity > 0) against absent, averaged over "
+          "the emotions (not the weighted F1 that some papers report)",
+    "f1_2": "F1 (2-class): weighted F1 of negative (< 0) vs non-negative (>= 0), every clip",
+    "f1_nonzero": "F1 (non-0): weighted F1 of negative (< 0) vs positive (> 0), over the clips whose label "
+                  "is not 0 (the standard CMU-MOSI/MOSEI evaluation)",
+}
 # Scores on their own scale (errors, correlations): shown as they are, not as percentages.
 RAW_PREFIXES = ("mae", "corr")
 
@@ -48,13 +59,26 @@ def _paper_entry(method: str, corpus: str) -> dict:
         return {}
 
 
-def _paper(method: str, corpus: str, metric: str, notes: list[str]) -> str:
-    entry = _paper_entry(method, corpus)
-    if metric not in entry:
+def _paper(method: str, corpus: str, metric: str, notes: list[str], variant: str = "",
+           metrics: tuple[str, ...] = ()) -> str:
+    """The paper's number for the primary metric; else for another metric of the table, named.
+    An entry whose number depends on the pretrained encoder (``by_encoder``: checkpoint name ->
+    number, for the metric whose value is None) takes the one of the row's encoder, matched by
+    the last part of its hub id or folder."""
+    entry = dict(_paper_entry(method, corpus))
+    if "by_encoder" in entry:
+        key = next((m for m in entry if entry[m] is None), None)
+        value = entry["by_encoder"].get(variant.rstrip("/").split("/")[-1].lower()) if variant else None
+        if key is None or value is None:
+            return ""
+        entry[key] = value
+    shown = metric if entry.get(metric) is not None else next((m for m in metrics if entry.get(m) is not None), None)
+    if shown is None:
         return ""
-    std = entry.get(f"{metric}_std")
+    std = entry.get(f"{shown}_std")
     notes.append(f"{method}: {entry['source']}" + (f"; {entry['note']}" if "note" in entry else ""))
-    return f"{entry[metric]:.2f}" + (f" ± {std:.2f}" if std is not None else "") + f" [{len(notes)}]"
+    label = "" if shown == metric else f" ({METRIC_TITLES.get(shown, shown)})"
+    return f"{entry[shown]:.2f}" + (f" ± {std:.2f}" if std is not None else "") + f"{label} [{len(notes)}]"
 
 
 def _command_lines(provenance: dict) -> list[str]:
@@ -123,6 +147,8 @@ def markdown_lines(results, corpus, provenance, verdicts=None, page=None):
         *_command_lines(provenance),
         f"- Commit: {provenance.get('git_commit', '')}; generated {provenance.get('generated_at', '')}",
     ]
+    shown = [m for task in corpus.tasks for m in (task.report_metrics or corpus.report_metrics)]
+    lines += [f"- {F1_DEFINITIONS[m]}" for m in dict.fromkeys(shown) if m in F1_DEFINITIONS]
     if page:
         lines.append(f"- Plots, per-run scores, confusion matrices, calibration: [{page}]({page})")
     notes: list[str] = []
@@ -165,10 +191,15 @@ def task_table(results: pd.DataFrame, corpus, task, notes: list[str], verdict=No
     recipes = {}
     if "recipe" in results.columns:  # stackers say which posteriors they learnt from
         recipes = {m: ", ".join(sorted(set(r) - {""})) for m, r in results.groupby("method")["recipe"]}
+    variants = {}
+    if "variant" in results.columns:  # encoder-based methods name their pretrained encoder
+        variants = {m: next((x for x in v if isinstance(x, str) and x), "") for m, v in results.groupby("method")["variant"]}
     for row in table.to_dict("records"):
         method = row["method"]
+        variant = variants.get(method, "")
+        name = f"{method} ({variant.rstrip('/').split('/')[-1]})" if variant else method
         label = RECIPE_TITLES.get(recipes.get(method, ""), recipes.get(method, ""))
-        cells, sort = [f"{method} ({label})" if label else method], [method]
+        cells, sort = [f"{name} ({label})" if label else name], [method]
         for m in metrics:
             if m not in row or pd.isna(row[m]):
                 cells.append("")
@@ -191,7 +222,7 @@ def task_table(results: pd.DataFrame, corpus, task, notes: list[str], verdict=No
                 value = r.get(key)
                 cells.append("" if pd.isna(value) else f"{scale * value:.{digits}f}")
                 sort.append("" if pd.isna(value) else f"{value:.6f}")
-        paper = _paper(method, corpus.name, primary, notes) if first else ""
+        paper = _paper(method, corpus.name, primary, notes, variant, metrics) if first else ""
         cells += [paper, f"{row['runs']} ({row['folds']} folds x {row['seeds']} seeds)", f"{row['n_params']:,}",
                   f"{row['train_time_s']:.1f}"]
         sort += [paper.split(" ")[0], str(row["runs"]), str(row["n_params"]), f"{row['train_time_s']:.3f}"]

@@ -3,7 +3,8 @@
 ``results.parquet``: one row per (job, split, task, metric) with columns
     corpus, method, fold, seed, split (train|val|test), task, metric, value,
     and the job's provenance: protocol, git_commit, config_hash, wall_time_s, train_time_s,
-    n_params, n_train, n_val, n_test, n_skipped, precision, devices, finished_at, command.
+    n_params, n_train, n_val, n_test, n_skipped, precision, devices, finished_at, command, variant
+    (the pretrained encoder of an encoder-based method, else empty).
 ``predictions.parquet``: one row per (job, split, task, clip) with columns
     corpus, method, fold, seed, split, task, clip_id, target, pred, probs, target_values.
     ``probs`` is the task's output vector in the order of its outputs (stored in the file

@@ -170,6 +170,8 @@ class BenchFile:
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
     loggers: list[str] = field(default_factory=lambda: ["csv", "wandb"])
     skip_missing: bool = False
+    # Test-time condition names `mmer robustness` scores (features/perturb.py); None: every one.
+    robustness: list[str] | None = None
 
 
 def load_bench_file(path: Path | None, text: str | None = None) -> BenchFile:

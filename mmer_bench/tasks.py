@@ -172,7 +172,7 @@ class SentimentTask(_RegressionTask):
     """One sentiment value in [-3, 3] (CMU-MOSI / CMU-MOSEI)."""
 
     name: str = "sentiment"
-    report_metrics: tuple[str, ...] = ("acc2", "acc2_nonzero", "acc7", "mae", "corr")
+    report_metrics: tuple[str, ...] = ("acc2", "acc2_nonzero", "f1_nonzero", "acc5", "acc7", "mae", "corr")
     low = -3.0
     high = 3.0
 
@@ -305,21 +305,34 @@ def dominant_scores(outputs: np.ndarray, target: np.ndarray, names=MOSEI_EMOTION
 
 # --- sentiment -----------------------------------------------------------------------------------
 
-def sentiment_classes(values: np.ndarray) -> np.ndarray:
-    """Seven classes -3..3: rounded and clipped (Acc7)."""
-    return np.clip(np.round(np.asarray(values, float)), -3, 3).astype(int)
+def sentiment_classes(values: np.ndarray, bound: int = 3) -> np.ndarray:
+    """Classes -bound..bound: clipped to [-bound, bound] and rounded (half to even, numpy's
+    round); bound 3 gives Acc7's seven classes, bound 2 Acc5's five."""
+    return np.round(np.clip(np.asarray(values, float), -bound, bound)).astype(int)
 
 
 def sentiment_scores(outputs: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    """Acc2 (negative < 0 vs non-negative >= 0) and its F1 (weighted), Acc2 without the clips
-    labelled 0 (negative vs positive, ``acc2_nonzero``), Acc7, MAE and Pearson r (``corr``)."""
+    """Acc2 (negative < 0 vs non-negative >= 0) and its weighted F1 (``f1_2``); Acc2 and the
+    weighted F1 without the clips labelled 0 (negative vs positive: ``acc2_nonzero``,
+    ``f1_nonzero``); Acc5 and Acc7 (values clipped to [-2, 2] / [-3, 3] and rounded); MAE and
+    Pearson r (``corr``).
+
+    As in the standard CMU-MOSI/MOSEI evaluation (``eval_mosei_senti`` of Tsai et al. 2019's MulT
+    and of the MMSA toolkit). One deviation: MulT passes the predictions to scikit-learn's
+    ``f1_score`` as the truth (its arguments are swapped), which changes a weighted F1; here the
+    truth is the truth, as in MMSA.
+    """
     outputs, target = np.asarray(outputs, float), np.asarray(target, float)
     pred_pos, true_pos = outputs >= 0, target >= 0
     nonzero = target != 0
+    truth_nz, pred_nz = target[nonzero] > 0, outputs[nonzero] > 0
     out = {
         "acc2": float((pred_pos == true_pos).mean()),
         "f1_2": float(skm.f1_score(true_pos, pred_pos, average="weighted", zero_division=0)),
-        "acc2_nonzero": float(((outputs[nonzero] > 0) == (target[nonzero] > 0)).mean()) if nonzero.any() else float("nan"),
+        "acc2_nonzero": float((pred_nz == truth_nz).mean()) if nonzero.any() else float("nan"),
+        "f1_nonzero": float(skm.f1_score(truth_nz, pred_nz, average="weighted", zero_division=0))
+        if nonzero.any() else float("nan"),
+        "acc5": float((sentiment_classes(outputs, 2) == sentiment_classes(target, 2)).mean()),
         "acc7": float((sentiment_classes(outputs) == sentiment_classes(target)).mean()),
         "mae": float(np.abs(outputs - target).mean()),
     }

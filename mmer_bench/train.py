@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -102,6 +103,18 @@ def predict_fold(model, dm: CorpusDataModule, fold: Fold) -> dict[str, dict]:
     return out
 
 
+CHECKPOINT = "model.pt"
+
+
+def save_checkpoint(model, dm: CorpusDataModule, path: Path) -> None:
+    """The model's weights with what rebuilds it (input sizes, training class counts)."""
+    counts = {t.name: dm.class_counts(t.name).tolist() for t in model.tasks if t.kind == "classification"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save({"state_dict": model.state_dict(), "input_dims": dm.input_dims(), "class_counts": counts}, tmp)
+    os.replace(tmp, path)
+
+
 def move_to(batch, device):
     if isinstance(batch, torch.Tensor):
         return batch.to(device)
@@ -180,5 +193,8 @@ def run_train(spec: JobSpec) -> None:
         return
     predictions = predict_fold(model, dm, fold)
     n_params = sum(p.numel() for p in model.parameters())
+    # The selected (or refit) weights: `mmer robustness` scores them under test-time conditions.
+    save_checkpoint(model, dm, job_dir / CHECKPOINT)
+    info["trained_on"] = "train+val" if recipe["refit"] else "train"
     features = {name: {"extractor": e, **spec.config["features"].get(e, {})} for name, e in dm.inputs.items()}
     write_records(spec, corpus, fold, predictions, n_params, started, info, features, dm.skipped)

@@ -16,6 +16,10 @@ produces them) and ``learn`` (optimiser steps and learning rate of the learning 
 
 from __future__ import annotations
 
+import tempfile
+from functools import cache
+from pathlib import Path
+
 import numpy as np
 from learning import coloured_frames
 
@@ -43,6 +47,14 @@ def mel_band(label: int, rng, dims: int = 128) -> np.ndarray:
 def token_ids(label: int, rng) -> dict:
     words = rng.integers(1000 + 100 * label, 1000 + 100 * label + 50, int(rng.integers(3, 9)))
     return {"text": np.concatenate([[101], words, [102]]).astype(np.float32)[:, None]}
+
+
+@cache
+def tiny_encoder(family: str) -> str:
+    """A tiny random checkpoint folder of an encoder family (features/encoders.py), made once."""
+    from mmer_bench.features.encoders import save_random_encoder
+
+    return str(save_random_encoder(family, Path(tempfile.mkdtemp(prefix="mmer-tiny-")) / family))
 
 
 CASES: dict[str, dict] = {
@@ -98,6 +110,11 @@ CASES: dict[str, dict] = {
                                       "words": rng.normal(size=(int(rng.integers(3, 8)), 40)).astype(np.float32)}},
     "text-transformer-ft": {"dims": {"text": 1}, "hp": {"tiny_random": True, "freeze_word_embeddings": False},
                             "lengths": {"text": [7, 3, 12]}, "inputs": token_ids},
+    "ssl-mlp": {"dims": {"states": 16}, "hp": {"hidden": 32}},
+    "ssl-ft": {"dims": {"wave": 1}, "hp": {"model": tiny_encoder("hubert")}, "lengths": {"wave": [3000, 4000, 2500]},
+               "inputs": tone_waves, "learn": {"steps": 100, "lr": 3e-3}},
+    "text-encoder-ft": {"dims": {"text": 1}, "hp": {"model": tiny_encoder("bert"), "freeze_word_embeddings": False},
+                        "lengths": {"text": [7, 3, 12]}, "inputs": token_ids},
 }
 
 
@@ -120,6 +137,8 @@ EXTRACTOR_CASES: dict[str, dict] = {
     "meld-audio34": {"source": "tone"},
     "waveform": {"source": "tone"},
     "wav2vec2": {"source": "tone", "params": {"tiny_random": True}},
+    "audio-encoder": {"source": "tone", "params": {"model": tiny_encoder("wavlm")}},
+    "text-encoder": {"covered_by": "tests/test_encoders.py"},
     "vggish": {"covered_by": "tests/test_audio_extractors.py"},
     "crepe-pitch": {"covered_by": "tests/test_voice_extractors.py"},  # the speech extra
     "silero-vad": {"covered_by": "tests/test_voice_extractors.py"},

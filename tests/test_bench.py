@@ -143,7 +143,7 @@ def test_wandb_offline_logging(tmp_path):
 @pytest.mark.slow
 def test_two_process_cpu_ddp(tmp_path):
     command = [sys.executable, "-m", "mmer_bench.cli", "bench", "synthetic", "--methods", "luna2022-au-mlp",
-               "--folds", "fold0", "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu",
+               "--folds", "fold0", "--seeds", "0", "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu",
                "--loggers", "csv", "--max-epochs", "20", "--out", str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

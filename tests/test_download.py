@@ -190,3 +190,21 @@ def test_mosei_offline_names_the_sdk_urls_and_the_folder(tmp_path):
     assert all(url in message for url in mosei_urls(base))
     assert f"{MOSEI_HOST}/CMU-MOSEI/labels/CMU_MOSEI_Labels.csd" in mosei_urls()
     assert not list(tmp_path.rglob("*.part"))
+
+
+def test_download_keeps_the_published_md5s_for_describe_check(zenodo, tmp_path):
+    from mmer_bench import integrity
+
+    root = download("ravdess", tmp_path, base_url=zenodo.url)
+    archive_md5 = hashlib.md5(zenodo.routes[f"/files/{AUDIO_ARCHIVE}"]).hexdigest()
+    assert (root / ".downloads" / "MD5SUMS").read_text() == f"{archive_md5}  {AUDIO_ARCHIVE}\n"
+    lists = integrity.checksum_lists([root])
+    assert lists == [root / "MD5SUMS", root / ".downloads" / "MD5SUMS"]
+    assert [integrity.checksum_problems(listing) for listing in lists] == [(3, []), (1, [])]
+    # A file changed after the download is caught, with its path and both digests.
+    victim = root / CLIPS[0]
+    data = bytearray(victim.read_bytes())
+    data[-10:] = b"\x01" * 10
+    victim.write_bytes(bytes(data))
+    listed, problems = integrity.checksum_problems(root / "MD5SUMS")
+    assert listed == 3 and len(problems) == 1 and str(victim) in problems[0] and "does not match" in problems[0]

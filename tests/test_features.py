@@ -19,7 +19,7 @@ from mmer_bench.features.face import (
     OpenFaceSequence,
     read_openface,
 )
-from mmer_bench.features.store import LEGACY_VALUES, FeatureStore, StoreWriter
+from mmer_bench.features.store import FeatureStore, StoreEntryError, StoreWriter
 
 
 def tone_manifest(tmp_path, n=3):
@@ -233,17 +233,18 @@ def test_openface_sequence_errors_name_the_file(tmp_path):
     assert "no openface file" in errors["none"]
 
 
-def test_store_reads_entries_written_with_the_earlier_list_column(tmp_path):
+def test_store_refuses_entries_written_before_checksums(tmp_path):
+    """An entry of the earlier list-column layout carries no checksums: it cannot be verified,
+    so reading it raises StoreEntryError naming the file (``extract`` then recomputes it)."""
     store = FeatureStore(tmp_path)
-    a, b = np.arange(6, dtype=np.float32).reshape(2, 3), np.array([0.5, -1.0], np.float32)
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
     legacy = pa.table({
-        "clip_id": ["a", "bad", "b"],
-        "shape": pa.array([[2, 3], None, [2]], pa.list_(pa.int32())),
-        "values": pa.array([a.ravel().tolist(), None, b.tolist()], LEGACY_VALUES),
-        "error": [None, "bad.wav: AudioError: cannot decode audio", None],
+        "clip_id": ["a"],
+        "shape": pa.array([[2, 3]], pa.list_(pa.int32())),
+        "values": pa.array([a.ravel().tolist()], pa.large_list(pa.float32())),
+        "error": pa.array([None], pa.string()),
     })
     store.path("x", "old").parent.mkdir(parents=True)
-    pq.write_table(legacy, store.path("x", "old"), row_group_size=2)  # a clip in a later row group
-    back = store.read("x", "old")
-    assert np.array_equal(back.arrays["a"], a) and np.array_equal(back.arrays["b"], b)
-    assert back.errors == {"bad": "bad.wav: AudioError: cannot decode audio"}
+    pq.write_table(legacy, store.path("x", "old"))
+    with pytest.raises(StoreEntryError, match="old.parquet.*before the store kept checksums"):
+        store.read("x", "old")

@@ -54,6 +54,21 @@ def test_settings_are_split_by_owner():
     assert STACKERS.get("luna2022-fusion").Settings().C == 1.0
 
 
+@pytest.mark.parametrize("method, key, value", [
+    ("meld-baseline-fusion", "max_frames", None),  # every frame
+    ("merc2020-clstm", "frames", None),  # every crop
+    ("merc2020-attncnn", "width", 0.25),
+    ("merc2020-multimodal", "speech_checkpoint", "speech.ckpt"),
+])
+def test_declared_settings_take_their_documented_values(method, key, value):
+    assert resolve_settings(method, {key: value})["model"][key] == value
+
+
+def test_a_wrongly_typed_setting_names_method_and_key():
+    with pytest.raises(SettingsError, match=r"hparams: merc2020-attncnn: width: expected float or null, got 'wide'"):
+        resolve_settings("merc2020-attncnn", {"width": "wide"})
+
+
 def test_a_job_spec_is_json_and_runs_in_another_process(tmp_path):
     """The spec alone runs a job: it survives JSON and pickling, and run_spec is importable at
     top level, so a process pool can run it."""

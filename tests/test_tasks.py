@@ -95,3 +95,36 @@ def test_task_interface():
     frame = pd.DataFrame({"sentiment": [0.0, 3.5, np.nan]})
     assert sentiment.invalid(frame).tolist() == [False, True, True]
     assert sentiment.target_of([1.5]).dtype == np.float32
+
+
+def test_acc5_and_the_nonzero_weighted_f1_by_hand():
+    target = np.array([-3.0, -2.4, 0.0, 0.6, 1.5, 2.5, -0.8, 3.0])
+    outputs = np.array([-2.2, -1.6, 0.4, 0.4, 2.7, 2.4, 0.5, -0.1])
+    s = T.sentiment_scores(outputs, target)
+    # Acc7, clipped to [-3, 3] and rounded half to even: truth [-3,-2,0,1,2,2,-1,3],
+    # pred [-2,-2,0,0,3,2,0,0] -> 3/8
+    assert s["acc7"] == pytest.approx(3 / 8)
+    # Acc5, clipped to [-2, 2] first: truth [-2,-2,0,1,2,2,-1,2], pred [-2,-2,0,0,2,2,0,0] -> 5/8
+    assert s["acc5"] == pytest.approx(5 / 8)
+    # Without the 0 label (7 clips): truth positive [F,F,T,T,T,F,T], pred > 0 [F,F,T,T,T,T,F]
+    assert s["acc2_nonzero"] == pytest.approx(5 / 7)
+    # positive: 4 true, 4 predicted, 3 hits -> F1 3/4; negative: 3, 3, 2 hits -> 2/3;
+    # weighted by the true counts: (4 * 3/4 + 3 * 2/3) / 7
+    assert s["f1_nonzero"] == pytest.approx((4 * 0.75 + 3 * 2 / 3) / 7)
+
+
+def test_leaderboard_header_defines_each_f1_shown():
+    import pandas as pd
+
+    from mmer_bench.corpora.mosei import Mosei
+    from mmer_bench.report import leaderboard_markdown
+
+    rows = [{"method": "m", "fold": "test", "seed": 0, "split": "test", "task": task, "metric": metric,
+             "value": 0.5, "n_params": 1, "train_time_s": 1.0, "n_skipped": 0}
+            for task, metrics in (("emotions", ("mae", "wa", "f1")), ("sentiment", T.SentimentTask().report_metrics))
+            for metric in metrics]
+    text = leaderboard_markdown(pd.DataFrame(rows), Mosei(), {})
+    header = text.split("\n## ")[0]
+    assert 'Mean F1: per emotion, the binary F1 of "present"' in header
+    assert "F1 (non-0): weighted F1 of negative (< 0) vs positive (> 0)" in header
+    assert "Acc5 (%)" in text and "F1 (non-0) (%)" in text

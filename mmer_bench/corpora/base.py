@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mmer_bench.errors import CorpusFormatError, reading, reads_file  # noqa: F401 (re-exported for the corpora)
 from mmer_bench.features.store import stable_hash
 from mmer_bench.protocols import Fold, check_disjoint
 from mmer_bench.registry import EXTRACTORS
@@ -57,6 +58,11 @@ class Corpus:
         raise NotImplementedError
 
     def manifest(self) -> pd.DataFrame:
+        # Before any corpus looks inside it: a mistyped root is an error, never an empty or a
+        # freshly generated corpus.
+        if self.data_root is not None and not self.data_root.is_dir():
+            raise CorpusNotFoundError(f"{self.name}: the data root {self.data_root} does not exist or is not a folder "
+                                      "(check --data-root)")
         manifest = self.build_manifest().reset_index(drop=True)
         self.validate(manifest)
         return manifest

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmer_bench.corpora.base import Corpus, CorpusNotFoundError
+from mmer_bench.corpora.base import Corpus, CorpusFormatError, CorpusNotFoundError, reads_file
 from mmer_bench.protocols import Fold, LeakageError
 from mmer_bench.registry import CORPORA
 from mmer_bench.tasks import ClassificationTask
@@ -66,7 +66,7 @@ NOT_FOUND = (
 )
 
 
-class CExprFormatError(ValueError):
+class CExprFormatError(CorpusFormatError):
     """A C-EXPR-DB label or split file that cannot be read; the message names the file and line."""
 
 
@@ -80,7 +80,7 @@ _BY_NAME = {_normalise(n): i for i, n in enumerate((*EXPRESSIONS, OTHER))}
 def parse_label(value: str, where: str) -> str:
     """The class name of a label cell: a name in any case/separator, or its ABAW index."""
     text = value.strip()
-    if text.isdigit() and int(text) <= len(EXPRESSIONS):
+    if text.isascii() and text.isdigit() and int(text) <= len(EXPRESSIONS):
         return (*EXPRESSIONS, OTHER)[int(text)]
     if _normalise(text) in _BY_NAME:
         return (*EXPRESSIONS, OTHER)[_BY_NAME[_normalise(text)]]
@@ -97,6 +97,7 @@ def _check_id(video_id: str, where: str) -> str:
     return video_id
 
 
+@reads_file(CExprFormatError)
 def read_labels(path: Path) -> dict[str, str]:
     """video id -> class name, from labels.csv."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -123,6 +124,7 @@ def read_labels(path: Path) -> dict[str, str]:
     return labels
 
 
+@reads_file(CExprFormatError)
 def read_id_list(path: Path, known: dict[str, str]) -> list[str]:
     """The video ids of one split list, each checked against labels.csv."""
     ids: list[str] = []

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mmer_bench.corpora.base import Corpus, CorpusNotFoundError
+from mmer_bench.corpora.base import Corpus, CorpusFormatError, CorpusNotFoundError, reads_file
 from mmer_bench.protocols import official_split
 from mmer_bench.registry import CORPORA
 from mmer_bench.tasks import ClassificationTask
@@ -55,7 +55,7 @@ NOT_FOUND = (
 )
 
 
-class MeldFormatError(ValueError):
+class MeldFormatError(CorpusFormatError):
     """A MELD CSV row that cannot be read; the message names the file and the line."""
 
 
@@ -140,6 +140,7 @@ def _integer(value: str, column: str, where: str) -> int:
     return number
 
 
+@reads_file(MeldFormatError)
 def parse_csv(path: Path, split: str) -> list[dict]:
     """The rows of one release CSV as manifest rows (without media paths)."""
     # Not str.splitlines: it would also break lines at U+0085, the first release's ellipsis byte.

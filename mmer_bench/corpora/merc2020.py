@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mmer_bench.corpora.base import Corpus, CorpusNotFoundError
+from mmer_bench.corpora.base import Corpus, CorpusFormatError, CorpusNotFoundError
 from mmer_bench.features.text import NpzWordEmbed
 from mmer_bench.protocols import LeakageError, official_split
 from mmer_bench.registry import CORPORA
@@ -53,7 +53,7 @@ NOT_FOUND = (
 )
 
 
-class MercFormatError(ValueError):
+class MercFormatError(CorpusFormatError):
     """A MERC2020 file whose name cannot be read; the message names the file."""
 
 

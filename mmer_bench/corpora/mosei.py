@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmer_bench.corpora.base import Corpus, CorpusNotFoundError
+from mmer_bench.corpora.base import Corpus, CorpusNotFoundError, reads_file
 from mmer_bench.csd import ComputationalSequence, CsdFormatError
 from mmer_bench.protocols import LeakageError, official_split
 from mmer_bench.registry import CORPORA
@@ -64,6 +64,7 @@ def segment_id(video: str, index: int) -> str:
     return f"{video}[{index}]"
 
 
+@reads_file(CsdFormatError)
 def read_label_segments(path: Path) -> pd.DataFrame:
     """One row per labelled interval of the Labels sequence: video, index, start, end, labels."""
     rows = []
@@ -79,6 +80,7 @@ def read_label_segments(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@reads_file(CsdFormatError)
 def read_csv_segments(path: Path) -> pd.DataFrame:
     """Segments of ``CMU_MOSEI_Labels.csv``: no emotion labels, quantised sentiment (label7)."""
     table = pd.read_csv(path, index_col=0)
@@ -89,6 +91,7 @@ def read_csv_segments(path: Path) -> pd.DataFrame:
     return frame
 
 
+@reads_file(CsdFormatError)
 def read_folds(path: Path) -> dict[str, str]:
     """video -> train / val / test from the SDK's standard folds; a video in two folds is an error."""
     folds = json.loads(path.read_text())["folds"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmer_bench.corpora.base import Corpus, CorpusNotFoundError
+from mmer_bench.corpora.base import Corpus, CorpusFormatError, CorpusNotFoundError
 from mmer_bench.protocols import subject_kfold
 from mmer_bench.registry import CORPORA
 from mmer_bench.tasks import ClassificationTask
@@ -34,7 +34,7 @@ DOWNLOAD_HINT = (
 )
 
 
-class RavdessNameError(ValueError):
+class RavdessNameError(CorpusFormatError):
     pass
 
 

@@ -9,15 +9,19 @@ lingers) towards an apex of AU intensities (an emotion prototype plus a speaker 
 noise); presence flags follow the intensities and a few frames are untracked. Speaker offsets
 are large enough that a split leaking speakers would score higher: subject-wise CV matters.
 
-Files are written once per generator version under the cache (or the given data root):
-``speaker_XX/<clip_id>.wav``, ``speaker_XX/<clip_id>.csv`` (OpenFace FeatureExtraction layout),
+Files are written once per generator version into ``synthetic-v<version>/`` under the cache, or
+under the data root when one is given: that folder must exist (a mistyped ``--data-root`` is an
+error, never a new corpus in a new place). Layout: ``speaker_XX/<SS>-<EE>-<KK>.wav`` (speaker,
+emotion index, take), ``speaker_XX/<clip_id>.csv`` (OpenFace FeatureExtraction layout),
 ``au_means.csv`` (each clip's mean over its tracked frames, OpenFace AU columns) and
 ``texts.csv``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,12 +30,14 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from mmer_bench.corpora.base import Corpus
+from mmer_bench.corpora.base import Corpus, CorpusFormatError
 from mmer_bench.features.face import AU_COLUMNS, AU_INTENSITY, AU_PRESENCE
 from mmer_bench.features.store import default_cache_dir
 from mmer_bench.protocols import subject_kfold
 from mmer_bench.registry import CORPORA
 from mmer_bench.tasks import ClassificationTask
+
+log = logging.getLogger(__name__)
 
 EMOTIONS = ("neutral", "happy", "sad", "angry", "fearful", "surprised")
 GENERATOR_VERSION = "2"
@@ -148,6 +154,32 @@ def generate(root: Path, seed: int = 0) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)$")
+
+
+class SyntheticNameError(CorpusFormatError):
+    """A file of the synthetic corpus whose name is not speaker-emotion-take."""
+
+
+def parse_name(path: Path) -> dict:
+    """Speaker, emotion index and take of ``speaker_SS/SS-EE-KK.wav``, checked against the folder."""
+    match = NAME.match(path.stem)
+    if not match:
+        raise SyntheticNameError(f"{path}: not a synthetic clip name (expected SS-EE-KK: speaker, emotion, take)")
+    speaker, emotion, take = (int(g) for g in match.groups())
+    if not 1 <= speaker <= N_SPEAKERS:
+        raise SyntheticNameError(f"{path}: speaker {speaker:02d} is outside 01-{N_SPEAKERS:02d}")
+    if not 0 <= emotion < len(EMOTIONS):
+        raise SyntheticNameError(f"{path}: emotion code {emotion:02d} is outside 00-{len(EMOTIONS) - 1:02d} "
+                                 f"({', '.join(EMOTIONS)})")
+    if not 0 <= take < CLIPS_PER_EMOTION:
+        raise SyntheticNameError(f"{path}: take {take:02d} is outside 00-{CLIPS_PER_EMOTION - 1:02d}")
+    folder = path.parent.name
+    if folder.startswith("speaker_") and folder != f"speaker_{speaker:02d}":
+        raise SyntheticNameError(f"{path}: speaker field {speaker:02d} does not match its folder {folder}")
+    return {"clip_id": path.stem, "subject": speaker, "emotion": emotion, "take": take}
+
+
 @CORPORA.register("synthetic")
 class Synthetic(Corpus):
     tasks = (ClassificationTask("emotion", EMOTIONS),)
@@ -163,16 +195,16 @@ class Synthetic(Corpus):
         root = self.corpus_root()
         if not (root / "VERSION").exists():
             root.parent.mkdir(parents=True, exist_ok=True)
+            log.info("synthetic: generating the corpus into %s", root)
             generate(root)
         texts = pd.read_csv(root / "texts.csv", dtype={"clip_id": str}).set_index("clip_id")["text"]
         rows = []
         for path in sorted(root.glob("speaker_*/*.wav")):
-            speaker, emotion, _ = (int(x) for x in path.stem.split("-"))
-            rows.append({"clip_id": path.stem, "subject": speaker, "emotion": emotion, "audio_path": str(path)})
+            rows.append({**parse_name(path), "audio_path": str(path)})
         manifest = pd.DataFrame(rows)
         # Conversations for methods that read context: each take k of a speaker is a dialogue of
         # that speaker's six emotions, in a fixed shuffled order (so position says nothing).
-        take = manifest["clip_id"].str.split("-").str[2].astype(int)
+        take = manifest.pop("take")
         manifest["dialogue"] = [f"{s:02d}-{k:02d}" for s, k in zip(manifest["subject"], take)]
         manifest["utterance"] = [int(np.random.default_rng(100 * s + k).permutation(len(EMOTIONS))[e])
                                  for s, k, e in zip(manifest["subject"], take, manifest["emotion"])]

@@ -3,4 +3,14 @@
 
 def register_all() -> None:
     """Import every extractor module; each registers itself with ``@EXTRACTORS.register``."""
-    from mmer_bench.features import audio, audio_models, csd, face, text, text_frames, video, voice  # noqa: F401
+    from mmer_bench.features import (  # noqa: F401
+        audio,
+        audio_models,
+        csd,
+        encoders,
+        face,
+        text,
+        text_frames,
+        video,
+        voice,
+    )

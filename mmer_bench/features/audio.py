@@ -51,10 +51,78 @@ def load_audio(path: str, sample_rate: int = 16000) -> np.ndarray:
 
 def _read_audio_file(path: str) -> tuple[np.ndarray, int]:
     try:
+        info = sf.info(path)
         samples, rate = sf.read(path, dtype="float32", always_2d=True)
     except Exception as exc:
         raise AudioError(f"cannot decode audio ({exc})") from exc
+    check_length(len(samples), declared_frames(path, info), rate)
     return (samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1)), rate
+
+
+def check_length(read: int, expected: int | None, rate: int, tolerance: int = 0) -> None:
+    """Raise AudioError when fewer frames were read than the header announces (a short read)."""
+    if expected is not None and read + tolerance < expected:
+        raise AudioError(f"the audio is truncated: its header announces {expected} frames ({expected / rate:.3f} s) "
+                         f"but only {read} frames ({read / rate:.3f} s) could be read")
+
+
+def declared_frames(path: str, info) -> int | None:
+    """The frame count the file's header announces, or None when it announces none.
+
+    libsndfile shortens the count of a WAV whose data chunk runs past the end of the file to what
+    is there (a truncated WAV reads as a shorter, valid one), so a RIFF/WAVE file's count comes
+    from its own ``data`` chunk size; other formats' counts (FLAC's STREAMINFO total samples)
+    are taken from libsndfile.
+    """
+    if info.format in ("WAV", "WAVEX"):
+        return _riff_data_frames(path)
+    return info.frames if info.frames > 0 else None
+
+
+def _riff_data_frames(path: str) -> int | None:
+    """data chunk bytes / block align of a RIFF/WAVE file (None: not RIFF, or no length given)."""
+    chunk = _riff_data_chunk(path)
+    return None if chunk is None else chunk[1] // chunk[2]
+
+
+def riff_shortfall(path: str) -> str | None:
+    """Why a RIFF/WAVE file is shorter than its header says, or None; reads only the header."""
+    chunk = _riff_data_chunk(path)
+    if chunk is None:
+        return None
+    offset, size, block_align = chunk
+    held = max(0, Path(path).stat().st_size - offset)
+    if held >= size:
+        return None
+    return (f"its header announces {size} data bytes ({size // block_align} frames) but the file holds "
+            f"{held} ({held // block_align} frames)")
+
+
+def _riff_data_chunk(path: str) -> tuple[int, int, int] | None:
+    """(offset of the samples, data chunk size in bytes, block align) of a RIFF/WAVE file; None
+    when it is not one or its data chunk gives no length."""
+    import struct
+
+    with open(path, "rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return None
+        block_align = None
+        while True:
+            chunk = handle.read(8)
+            if len(chunk) < 8:
+                return None
+            kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if kind == b"fmt ":
+                fmt = handle.read(size + (size & 1))
+                block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
+            elif kind == b"data":
+                # 0 and 0xFFFFFFFF: a stream written without knowing its length.
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return handle.tell(), size, block_align
+            else:
+                handle.seek(size + (size & 1), 1)  # chunks are padded to an even size
 
 
 def _decode_audio_track(path: str) -> tuple[np.ndarray, int]:
@@ -69,6 +137,7 @@ def _decode_audio_track(path: str) -> tuple[np.ndarray, int]:
             raise AudioError("the video file has no audio track")
         stream = container.streams.audio[0]
         rate = stream.rate
+        declared = round(stream.duration * stream.time_base * rate) if stream.duration and stream.time_base else None
         # Planar float at the track's own layout and rate: channels are averaged and resampled
         # below exactly as for audio files (libswresample's downmix would scale them instead).
         resampler = av.AudioResampler(format="fltp")
@@ -81,7 +150,10 @@ def _decode_audio_track(path: str) -> tuple[np.ndarray, int]:
             raise AudioError(f"cannot decode audio: the audio track is damaged ({exc})") from exc
     if not chunks:
         raise AudioError("the video file's audio track holds no samples")
-    return np.concatenate(chunks, axis=1).mean(axis=0).astype(np.float32), rate
+    samples = np.concatenate(chunks, axis=1).mean(axis=0).astype(np.float32)
+    # Compressed tracks may drop encoder priming and padding: allow 0.1 s and 2% of slack.
+    check_length(samples.size, declared, rate, tolerance=int(0.1 * rate + 0.02 * (declared or 0)))
+    return samples, rate
 
 
 @lru_cache(maxsize=8)

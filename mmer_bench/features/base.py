@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mmer_bench.features.store import FeatureSet, FeatureStore, stable_hash
+from mmer_bench.features.store import FeatureSet, FeatureStore, StoreEntryError, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,13 @@ class Extractor:
     def params(self) -> dict:
         return asdict(self)
 
-    def cache_key(self, manifest_hash: str) -> str:
-        return stable_hash({"name": self.name, "version": self.version, "params": self.params(), "manifest": manifest_hash})
+    def cache_key(self, manifest_hash: str, perturbation: dict | None = None) -> str:
+        """The store key; a test-time perturbation (features/perturb.py) extends it, so clean keys
+        stay what they always were."""
+        spec = {"name": self.name, "version": self.version, "params": self.params(), "manifest": manifest_hash}
+        if perturbation is not None:
+            spec["perturbation"] = perturbation
+        return stable_hash(spec)
 
     def extract_clip(self, path: str) -> np.ndarray:
         raise NotImplementedError
@@ -118,18 +123,29 @@ def extract(
     manifest_hash: str,
     store: FeatureStore,
     workers: int | None = None,
+    key: str | None = None,
+    meta: dict | None = None,
 ) -> FeatureSet:
-    """Return the extractor's features for the manifest, extracting them only if not stored."""
-    key = extractor.cache_key(manifest_hash)
+    """Return the extractor's features for the manifest, extracting them only if not stored.
+
+    ``key`` replaces the clean key (perturbed media, features/perturb.py); ``meta`` is added to
+    the stored entry's metadata. A stored entry that is unreadable or fails its checksums is never
+    used: it is logged with its path and extracted again (the rewrite replaces the damaged file
+    atomically).
+    """
+    key = key or extractor.cache_key(manifest_hash)
     if store.has(extractor.name, key):
-        return store.read(extractor.name, key)
+        try:
+            return store.read(extractor.name, key)
+        except StoreEntryError as exc:
+            log.warning("%s; extracting %s again", exc, extractor.name)
     workers = workers or default_workers()
     if type(extractor).extract_many is Extractor.extract_many:
         stream = extractor.iter_results(manifest, workers)  # written while later clips are extracted
     else:
         stream = iter(extractor.extract_many(manifest, workers).items())
     meta = {"extractor": extractor.name, "version": extractor.version, "params": extractor.params(),
-            "manifest": manifest_hash, "kind": extractor.kind}
+            "manifest": manifest_hash, "kind": extractor.kind, **(meta or {})}
     arrays, errors = {}, {}
     with store.writer(extractor.name, key, meta) as writer:
         for clip_id, out in stream:

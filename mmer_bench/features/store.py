@@ -7,8 +7,13 @@ extracted again.
 
 The values are one binary cell per clip rather than a Parquet list of floats: a list column
 stores repetition and definition levels for every single value, and decoding those took half of
-a cached re-read of 1,440 log-mels; a binary cell decodes as one copy. Entries written with the
-earlier list column (``LEGACY_VALUES``) are still read.
+a cached re-read of 1,440 log-mels; a binary cell decodes as one copy.
+
+Every row carries a checksum (xxh3-64 of its clip id, shape, values bytes and error) written with
+it and verified on read: a file that is unreadable, altered or written before the store kept
+checksums raises ``StoreEntryError`` naming the file, and ``features.base.extract`` recomputes
+that entry instead of training on it. xxh3 hashes at memory speed, so verifying keeps a cached
+re-read fast (``benchmarks/store_read.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import xxhash
 
 SCHEMA = pa.schema(
     [
@@ -31,9 +37,23 @@ SCHEMA = pa.schema(
         ("shape", pa.list_(pa.int32())),
         ("values", pa.large_binary()),  # little-endian float32, C order; null when the clip failed
         ("error", pa.string()),  # null when the clip was extracted
+        ("checksum", pa.uint64()),  # row_checksum of the four cells above
     ]
 )
-LEGACY_VALUES = pa.large_list(pa.float32())
+
+
+class StoreEntryError(RuntimeError):
+    """A stored feature file is unreadable or does not match its checksums; names the file."""
+
+
+def row_checksum(clip_id: str, shape, values, error: str | None) -> int:
+    """xxh3-64 over a row's clip id, shape, values bytes (little-endian float32) and error."""
+    digest = xxhash.xxh3_64(clip_id.encode())
+    digest.update(np.asarray(shape if shape is not None else [-1], np.int32).tobytes())
+    if values is not None:
+        digest.update(values)
+    digest.update(b"\x00" if error is None else b"\x01" + error.encode())
+    return digest.intdigest()
 
 
 def default_cache_dir() -> Path:
@@ -75,33 +95,51 @@ class FeatureStore:
         return StoreWriter(self.path(extractor_name, key), meta)
 
     def read(self, extractor_name: str, key: str) -> FeatureSet:
-        # Memory-mapped and column chunk by column chunk: the default pre-buffering first copies
-        # each whole column chunk into memory and then decodes it into a second copy.
-        table = pq.read_table(self.path(extractor_name, key), memory_map=True, pre_buffer=False)
-        clip_ids = table.column("clip_id").to_pylist()
-        shapes = table.column("shape").to_pylist()
-        errors = table.column("error").to_pylist()
-        arrays, failed = {}, {}
-        row = 0
-        for chunk in table.column("values").chunks:
-            # One flat buffer per row group, sliced per clip: no per-value Python objects, and no
-            # copy of the whole column into one chunk.
-            flat, offsets = _flat_values(chunk)
-            for i in range(len(chunk)):
-                clip_id, shape, error = clip_ids[row], shapes[row], errors[row]
-                row += 1
-                if error is not None:
-                    failed[clip_id] = error
-                else:
-                    arrays[clip_id] = flat[offsets[i] : offsets[i + 1]].reshape(shape)
-        return FeatureSet(arrays, failed)
+        """The stored entry, verified row by row; StoreEntryError names the file if it is damaged."""
+        path = self.path(extractor_name, key)
+        try:
+            return _read_verified(path)
+        except StoreEntryError:
+            raise
+        except Exception as exc:  # pyarrow's own messages do not name the file
+            raise StoreEntryError(f"{path}: the stored feature file is unreadable ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_verified(path: Path) -> FeatureSet:
+    # Memory-mapped and column chunk by column chunk: the default pre-buffering first copies
+    # each whole column chunk into memory and then decodes it into a second copy.
+    table = pq.read_table(path, memory_map=True, pre_buffer=False)
+    if table.schema.remove_metadata() != SCHEMA:
+        raise StoreEntryError(f"{path}: the stored feature file has columns {table.schema.names}, not "
+                              f"{SCHEMA.names} (written before the store kept checksums, or not by it)")
+    clip_ids = table.column("clip_id").to_pylist()
+    shapes = table.column("shape").to_pylist()
+    errors = table.column("error").to_pylist()
+    checksums = table.column("checksum").to_numpy()
+    arrays, failed, damaged = {}, {}, []
+    row = 0
+    for chunk in table.column("values").chunks:
+        # One flat buffer per row group, sliced per clip: no per-value Python objects, and no
+        # copy of the whole column into one chunk.
+        flat, offsets = _flat_values(chunk)
+        for i in range(len(chunk)):
+            clip_id, shape, error = clip_ids[row], shapes[row], errors[row]
+            values = flat[offsets[i] : offsets[i + 1]]  # empty for a failed clip, as when written
+            if row_checksum(clip_id or "", shape, values, error) != int(checksums[row]):
+                damaged.append(clip_id)
+            elif error is not None:
+                failed[clip_id] = error
+            else:
+                arrays[clip_id] = values.reshape(shape)
+            row += 1
+    if damaged:
+        raise StoreEntryError(f"{path}: {len(damaged)} stored rows do not match their checksums "
+                              f"(first: {damaged[:3]}); the file is damaged")
+    return FeatureSet(arrays, failed)
 
 
 def _flat_values(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(float32 values, offsets into them with one entry per row plus one) of a values chunk."""
-    if chunk.type == LEGACY_VALUES:
-        offsets = chunk.offsets.to_numpy()  # indices into .values, which ignores any slice
-        return chunk.values.to_numpy(zero_copy_only=False), offsets
     _, offset_buffer, data = chunk.buffers()
     offsets = np.frombuffer(offset_buffer, np.int64)[chunk.offset : chunk.offset + len(chunk) + 1]
     flat = np.frombuffer(data, np.dtype("<f4")) if data is not None else np.zeros(0, np.float32)
@@ -123,13 +161,17 @@ def _values(result) -> pa.Array:
 def _table(rows: list[tuple[str, np.ndarray | Exception | str]]) -> pa.Table:
     # The values column is one chunk per clip over the clip's own buffer: the Parquet writer
     # walks the chunks, so the features are never gathered into one more copy.
-    arrays = [r if isinstance(r, np.ndarray) else None for _, r in rows]
+    arrays = [np.ascontiguousarray(r, dtype=np.dtype("<f4")) if isinstance(r, np.ndarray) else None for _, r in rows]
+    shapes = [list(a.shape) if a is not None else None for a in arrays]
+    errors = [None if a is not None else str(r) for a, (_, r) in zip(arrays, rows)]
+    checksums = [row_checksum(c, s, a, e) for (c, _), s, a, e in zip(rows, shapes, arrays, errors)]
     return pa.table(
         {
             "clip_id": pa.array([c for c, _ in rows], pa.string()),
-            "shape": pa.array([list(a.shape) if a is not None else None for a in arrays], pa.list_(pa.int32())),
-            "values": pa.chunked_array([_values(r) for _, r in rows], SCHEMA.field("values").type),
-            "error": pa.array([None if a is not None else str(r) for a, (_, r) in zip(arrays, rows)], pa.string()),
+            "shape": pa.array(shapes, pa.list_(pa.int32())),
+            "values": pa.chunked_array([_values(a) for a in arrays], SCHEMA.field("values").type),
+            "error": pa.array(errors, pa.string()),
+            "checksum": pa.array(checksums, pa.uint64()),
         },
         schema=SCHEMA,
     )

@@ -170,8 +170,23 @@ class Tokens(Extractor):
 
     def params(self) -> dict:
         from mmer_bench.features.audio_models import path_fingerprint
+        from mmer_bench.features.encoders import looks_like_path, resolve_model
 
-        return {**asdict(self), "tokenizer_files": path_fingerprint(self.model_path)}
+        params = {**asdict(self), "tokenizer_files": path_fingerprint(self.model_path)}
+        if self.model_path and not looks_like_path(self.model_path):  # a hub id: its commit
+            params["tokenizer_identity"] = resolve_model(self.model_path).identity
+        return params
+
+    def tokenizer_path(self) -> str:
+        """The tokenizer's folder: ``model_path`` (a folder, or a hub id resolved as
+        features/encoders.py does, offline unless MMER_ALLOW_DOWNLOAD=1) or the offline MiniLM."""
+        if not self.model_path:
+            return default_minilm_path()
+        if Path(self.model_path).expanduser().is_dir():
+            return self.model_path
+        from mmer_bench.features.encoders import resolve_model
+
+        return resolve_model(self.model_path).path
 
     def extract_many(self, manifest: pd.DataFrame, workers: int) -> dict[str, np.ndarray | str]:
         results: dict[str, np.ndarray | str] = {}
@@ -188,7 +203,7 @@ class Tokens(Extractor):
         if not texts:
             return results
         contexts = self.contexts(manifest, texts) if self.context_utterances else {}
-        tokenizer = load_tokenizer(self.model_path or default_minilm_path())
+        tokenizer = load_tokenizer(self.tokenizer_path())
         cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
         if cls is None or sep is None:
             raise ValueError(f"tokens: the tokenizer of {self.model_path or 'MiniLM'} has no [CLS] / [SEP] tokens "

@@ -11,6 +11,7 @@ def register_all() -> None:
         luna2022,
         meld2019,
         merc2020,
+        ssl,
         text_ft,
         williams2018,
     )

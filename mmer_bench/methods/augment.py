@@ -5,8 +5,11 @@
   regression).
 - ``spec_augment`` (Park et al. 2019): zeroed time and feature bands on sequence inputs, drawn
   inside each clip's real frames.
+- ``modality_dropout`` (as in Neverova et al. 2016, "ModDrop"): whole modalities of a clip made
+  absent (zero input, all-false mask row: what a removed modality looks like at test time), never
+  every modality of a clip.
 
-Both take and return the collated batch dict (see corpora/base.py) and never modify it in place.
+Both take and return the collated batch dict (see mmer_bench/data.py) and never modify it in place.
 """
 
 from __future__ import annotations
@@ -63,3 +66,27 @@ def spec_augment(batch: dict, time_masks: int = 2, time_width: int = 20, freq_ma
         drop = time[:, :, None] | (freq[:, None, :] & mask[:, :, None])
         out[name] = x.masked_fill(drop, 0.0)
     return {**batch, "inputs": out}
+
+
+def modality_dropout(batch: dict, groups: dict[str, list[str]], p: float) -> dict:
+    """Make each modality of each clip absent with probability ``p``; ``groups`` maps a modality
+    to its input names (dropped together). A clip keeps at least one of its modalities."""
+    names = [g for g, inputs in groups.items() if inputs]
+    if len(names) < 2 or p <= 0:
+        return batch
+    size = len(batch["clip_id"])
+    device = next(iter(batch["inputs"].values())).device
+    drop = torch.rand(size, len(names), device=device) < p
+    full = drop.all(dim=1)
+    if full.any():  # give a clip that lost everything back one modality at random
+        keep = torch.randint(len(names), (int(full.sum()),), device=device)
+        drop[full.nonzero()[:, 0], keep] = False
+    inputs, masks = dict(batch["inputs"]), dict(batch["masks"])
+    for column, group in enumerate(names):
+        kept = ~drop[:, column]
+        for name in groups[group]:
+            x = inputs[name]
+            inputs[name] = x * kept.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+            mask = masks.get(name, torch.ones(size, 1, dtype=torch.bool, device=device))
+            masks[name] = mask & kept[:, None]
+    return {**batch, "inputs": inputs, "masks": masks}

@@ -52,6 +52,9 @@ class ModelSettings:
     mixup: float = 0.0  # Beta(alpha, alpha) mixup of inputs and targets (augment.py); 0 = off
     # None | True | {time_masks, time_width, freq_masks, freq_width, inputs} (augment.py)
     specaugment: bool | dict | None = None
+    # Training-time modality dropout: each modality of a clip absent with this probability
+    # (methods that handle absent inputs only; see augment.modality_dropout); 0 = off.
+    modality_dropout: float = 0.0
 
 
 def _inferred_type(value):
@@ -86,8 +89,12 @@ def _tensors_to(batch, device):
 class EmotionRecognizer(L.LightningModule):
     inputs: ClassVar[dict[str, str]] = {}
     scaling: ClassVar[dict[str, str]] = {}
-    # True: batches of whole conversations (corpora/base.py), only on corpora that have them.
+    # True: batches of whole conversations (mmer_bench/data.py), only on corpora that have them.
     reads_dialogues: ClassVar[bool] = False
+    # True: the method takes batches in which some inputs are absent (a removed modality, see
+    # methods/layers.present) and its docstring says what it does then. False: a condition that
+    # removes one of its inputs is reported "n/a" for it, never scored on placeholder zeros.
+    handles_absent_inputs: ClassVar[bool] = False
     # Published results to show beside ours: {corpus: {"accuracy": 60.22, "source": "..."}}.
     paper: ClassVar[dict[str, dict]] = {}
     # The method's own settings (a ModelSettings dataclass) and its paper's training recipe; the
@@ -148,6 +155,9 @@ class EmotionRecognizer(L.LightningModule):
             # Inverse-frequency weights, normalised to mean 1 (used when class_weighted is set).
             weights = counts.sum() / (counts.clamp(min=1) * len(counts))
             self.register_buffer(f"class_weights_{task.name}", weights, persistent=False)
+        if self.hp["modality_dropout"] and not (self.handles_absent_inputs and len(self.modality_groups()) > 1):
+            raise ValueError(f"{type(self).__name__}: modality_dropout needs a method with inputs of two or more "
+                             "modalities that handles absent inputs (handles_absent_inputs)")
         self.build()
         # A pretrained submodule (transformers' from_pretrained) arrives in eval mode, and Lightning
         # keeps each submodule's mode: without this its dropout would stay off while training.
@@ -155,6 +165,17 @@ class EmotionRecognizer(L.LightningModule):
         self.metrics = nn.ModuleDict(
             {f"{stage}_{t.name}": t.metric_collection() for stage in ("val", "test") for t in self.tasks}
         )
+
+    @classmethod
+    def modality_groups(cls) -> dict[str, list[str]]:
+        """Modality (speech, face, text) -> the method's input names that carry it."""
+        from mmer_bench.features.perturb import modality_of
+        from mmer_bench.registry import EXTRACTORS
+
+        groups: dict[str, list[str]] = {}
+        for name, extractor in cls.inputs.items():
+            groups.setdefault(modality_of(EXTRACTORS.get(extractor)) or name, []).append(name)
+        return groups
 
     # --- what a method implements -------------------------------------------------------
     def build(self) -> None:
@@ -188,6 +209,8 @@ class EmotionRecognizer(L.LightningModule):
             batch = augment.spec_augment(batch, **options)
         if self.hp["mixup"]:
             batch = augment.mixup(batch, self.tasks, self.hp["mixup"])
+        if self.hp["modality_dropout"]:
+            batch = augment.modality_dropout(batch, self.modality_groups(), self.hp["modality_dropout"])
         return batch
 
     def training_step(self, batch, batch_idx):
@@ -234,9 +257,14 @@ class EmotionRecognizer(L.LightningModule):
         logits = self(batch)
         return {"clip_id": batch["clip_id"], **{t.name: t.postprocess(logits[t.name]) for t in self.tasks}}
 
+    def parameter_groups(self) -> list:
+        """What the optimiser trains: the trainable parameters, or parameter groups with their own
+        learning rates (layer-wise decay when fine-tuning an encoder, methods/finetune.py)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     def configure_optimizers(self):
         hp = self.hp
-        params = [p for p in self.parameters() if p.requires_grad]
+        params = self.parameter_groups()
         if hp["optimizer"] == "adam":
             optimizer = torch.optim.Adam(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
         elif hp["optimizer"] == "adamw":

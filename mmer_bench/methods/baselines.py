@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from mmer_bench.methods.base import EmotionRecognizer
+from mmer_bench.methods.base import EmotionRecognizer, ModelSettings
 from mmer_bench.methods.layers import masked_mean, mlp_body
 from mmer_bench.registry import METHODS
+from mmer_bench.settings import TrainRecipe
 
 
 class PooledMLP(EmotionRecognizer):
@@ -41,8 +43,15 @@ class EGeMAPSMLP(PooledMLP):
     inputs = {"speech": "egemaps"}
     scaling = {"speech": "standard"}
     input_dropout = 0.1
-    defaults = {"hidden": 128, "dropout": 0.3, "lr": 1e-3, "weight_decay": 1e-4, "max_epochs": 150,
-                "patience": 30, "batch_size": 64, "refit": True}
+    # Epochs chosen on the validation part, then a refit on train + validation for that many.
+    recipe = TrainRecipe(max_epochs=150, patience=30, batch_size=64, refit=True)
+
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        hidden: int = 128  # units of the hidden layer
+        dropout: float = 0.3  # after the hidden layer
+        lr: float = 1e-3  # learning rate
+        weight_decay: float = 1e-4  # Adam's L2 penalty
 
 
 @METHODS.register("compare-mlp")
@@ -52,7 +61,11 @@ class ComParEMLP(EGeMAPSMLP):
     against eGeMAPS's 88 expert-chosen ones, under one protocol."""
 
     inputs = {"speech": "compare"}
-    defaults = {**EGeMAPSMLP.defaults, "hidden": 256, "dropout": 0.5}
+
+    @dataclass(frozen=True)
+    class Settings(EGeMAPSMLP.Settings):
+        hidden: int = 256  # units of the hidden layer (more inputs than eGeMAPS)
+        dropout: float = 0.5  # after the hidden layer
 
 
 @METHODS.register("text-mlp")
@@ -65,8 +78,14 @@ class TextMLP(PooledMLP):
     inputs = {"text": "minilm"}
     scaling = {"text": "standard"}
     input_dropout = 0.1
-    defaults = {"hidden": 256, "dropout": 0.3, "lr": 1e-3, "weight_decay": 1e-4, "max_epochs": 100,
-                "patience": 15, "batch_size": 64}
+    recipe = TrainRecipe(max_epochs=100, patience=15, batch_size=64)
+
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        hidden: int = 256  # units of the hidden layer
+        dropout: float = 0.3  # after the hidden layer
+        lr: float = 1e-3  # learning rate
+        weight_decay: float = 1e-4  # Adam's L2 penalty
 
 
 @METHODS.register("seq-mean-mlp")
@@ -74,12 +93,24 @@ class SeqMeanMLP(PooledMLP):
     """CMU-MOSEI baseline: the masked mean over words of each word-aligned modality (GloVe,
     COVAREP, FACET), standardised on the training segments, concatenated, through one hidden
     layer, with a head per task (emotion intensities and sentiment). No paper number: it is the
-    order-free floor that sequence models of CMU-MOSEI are measured against."""
+    order-free floor that sequence models of CMU-MOSEI are measured against.
+
+    An absent modality (all-false mask) contributes a zero mean, which after the standardisation
+    is its training mean: the hidden layer sees the other modalities plus an average of the
+    missing one."""
+
+    handles_absent_inputs = True
 
     inputs = {"words": "mosei-glove", "acoustic": "mosei-covarep", "visual": "mosei-facet"}
     scaling = {"words": "standard", "acoustic": "standard", "visual": "standard"}
-    defaults = {"hidden": 128, "dropout": 0.2, "lr": 1e-3, "weight_decay": 1e-4, "max_epochs": 50,
-                "patience": 10, "batch_size": 32}
+    recipe = TrainRecipe(max_epochs=50, patience=10, batch_size=32)
+
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        hidden: int = 128  # units of the hidden layer
+        dropout: float = 0.2  # after the hidden layer
+        lr: float = 1e-3  # learning rate
+        weight_decay: float = 1e-4  # Adam's L2 penalty
 
 
 @METHODS.register("wordvec-mlp")
@@ -90,5 +121,11 @@ class WordVecMLP(PooledMLP):
 
     inputs = {"words": "npz-word-embed"}
     scaling = {"words": "standard"}
-    defaults = {"hidden": 128, "dropout": 0.3, "lr": 1e-3, "weight_decay": 1e-4, "max_epochs": 100,
-                "patience": 15, "batch_size": 32}
+    recipe = TrainRecipe(max_epochs=100, patience=15, batch_size=32)
+
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        hidden: int = 128  # units of the hidden layer
+        dropout: float = 0.3  # after the hidden layer
+        lr: float = 1e-3  # learning rate
+        weight_decay: float = 1e-4  # Adam's L2 penalty

@@ -19,6 +19,7 @@ from mmer_bench.aggregate import aggregate_frames, check_aggregation
 from mmer_bench.methods.base import EmotionRecognizer, ModelSettings
 from mmer_bench.methods.layers import mlp_body
 from mmer_bench.registry import METHODS
+from mmer_bench.settings import TrainRecipe
 
 
 class FrameLevelRecognizer(EmotionRecognizer):
@@ -75,8 +76,14 @@ class AUFrameMLP(FrameLevelRecognizer):
     inputs = {"au": "au-sequence"}
     scaling = {"au": "standard"}
     frame_input = "au"
-    defaults = {"hidden": 64, "dropout": 0.2, "lr": 1e-3, "weight_decay": 1e-4, "max_epochs": 60,
-                "patience": 15, "batch_size": 16}
+    recipe = TrainRecipe(max_epochs=60, patience=15, batch_size=16)
+
+    @dataclass(frozen=True)
+    class Settings(FrameLevelRecognizer.Settings):
+        hidden: int = 64  # units of the hidden layer
+        dropout: float = 0.2  # after the hidden layer
+        lr: float = 1e-3  # learning rate
+        weight_decay: float = 1e-4  # Adam's L2 penalty
 
     def build(self):
         self.body = mlp_body(self.input_dims["au"], self.hp["hidden"], self.hp["dropout"])

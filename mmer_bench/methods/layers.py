@@ -13,6 +13,16 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def present(batch: dict, name: str) -> torch.Tensor:
+    """(B,) bool: which clips of the batch have input ``name`` (a removed modality reaches a
+    method as an absent input whose mask row is all false; a vector input has a (B, 1) mask
+    only when some clip lacks it)."""
+    mask = batch["masks"].get(name)
+    if mask is None:
+        return torch.ones(batch["inputs"][name].shape[0], dtype=torch.bool, device=batch["inputs"][name].device)
+    return mask.any(dim=-1)
+
+
 def lengths(mask: torch.Tensor) -> torch.Tensor:
     """Real frames per clip, (B,) int64 on the CPU (what pack_padded_sequence wants)."""
     return mask.sum(dim=1).to("cpu", torch.int64)

@@ -19,6 +19,7 @@ methods/lfan.py).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -28,6 +29,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from mmer_bench.methods.frames import FrameLevelRecognizer
 from mmer_bench.methods.layers import MaskedBatchNorm
 from mmer_bench.registry import METHODS
+from mmer_bench.settings import TrainRecipe
 
 
 class TemporalBlock(nn.Module):
@@ -102,19 +104,38 @@ def window_starts(length: int, window: int, hop: int) -> list[int]:
 
 @METHODS.register("lfan")
 class LFAN(FrameLevelRecognizer):
+    """See the module docstring. The video leads (its frames are the time axis) and the
+    attention has no mask over modalities, so a condition that removes a modality is reported
+    "n/a" for it."""
+
     inputs = {"video": "face-embedding", "audio": "vggish", "text": "bert-frames"}
     scaling = {"video": "standard", "audio": "standard", "text": "standard"}
     frame_input = "video"
-    defaults = {
-        "leader": "video",
-        "channels": {"video": (256, 256, 128, 128), "audio": (64, 64, 32, 32), "text": (256, 256, 128, 128)},
-        "kernel": 5, "causal": True, "dropout": 0.1, "modal_dim": 32, "heads": 2,
-        "window": 300, "hop": 200, "eval_windows": 64,  # windows per forward pass at evaluation
-        "aggregate": "mean_logits",
-        "optimizer": "sgd", "lr": 1e-4, "momentum": 0.9, "weight_decay": 1e-4,
-        "scheduler": "step", "step_size": 50, "gamma": 0.9,
-        "batch_size": 2, "max_epochs": 200, "patience": 50,
-    }
+    # The authors' MELD command: SGD, batch 2, 200 epochs.
+    recipe = TrainRecipe(batch_size=2, max_epochs=200, patience=50)
+
+    @dataclass(frozen=True)
+    class Settings(FrameLevelRecognizer.Settings):
+        leader: str = "video"  # the modality whose frames set the time axis and join the attended features
+        # TCN channels per block, per modality
+        channels: dict = field(default_factory=lambda: {
+            "video": (256, 256, 128, 128), "audio": (64, 64, 32, 32), "text": (256, 256, 128, 128)})
+        kernel: int = 5  # TCN kernel size
+        causal: bool = True  # TCN sees only past frames (else centred convolutions)
+        dropout: float = 0.1  # in the TCNs and the modality attention
+        modal_dim: int = 32  # each modality's width in the attention
+        heads: int = 2  # attention heads across the modalities
+        window: int = 300  # leader frames per window
+        hop: int = 200  # leader frames between evaluation windows
+        eval_windows: int = 64  # windows per forward pass at evaluation
+        aggregate: str = "mean_logits"  # frames -> clip: vote | mean_probs | mean_logits
+        optimizer: str = "sgd"  # the authors' optimiser
+        lr: float = 1e-4  # learning rate
+        momentum: float = 0.9  # SGD momentum
+        weight_decay: float = 1e-4  # L2 penalty
+        scheduler: str | None = "step"  # lr times gamma every step_size epochs
+        step_size: int = 50  # epochs per learning-rate decay
+        gamma: float = 0.9  # learning-rate decay factor
 
     def build(self):
         hp = self.hp

@@ -35,13 +35,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
 from torch import nn
 
 from mmer_bench.fusion import Stacker
 from mmer_bench.methods.base import EmotionRecognizer, ModelSettings
 from mmer_bench.methods.baselines import PooledMLP
-from mmer_bench.methods.layers import AttentionPooling, masked_mean, run_rnn
+from mmer_bench.methods.layers import AttentionPooling, run_rnn
+from mmer_bench.methods.ssl import SSLFineTune
 from mmer_bench.registry import METHODS, STACKERS
 from mmer_bench.settings import TrainRecipe
 
@@ -93,12 +93,16 @@ class Luna2022AUBiLSTM(EmotionRecognizer):
 
 
 @METHODS.register("luna2022-w2v2-ft")
-class Luna2022Wav2Vec2FT(EmotionRecognizer):
+class Luna2022Wav2Vec2FT(SSLFineTune):
+    """``ssl-ft`` (methods/ssl.py) with the paper's recipe and a wav2vec2 checkpoint folder."""
+
     inputs = {"wave": "waveform"}
     scaling: ClassVar[dict[str, str]] = {}  # normalised per clip in forward
     paper = {"ravdess": {"accuracy": 81.82,
                          "source": "Luna-Jimenez et al. 2022, Applied Sciences 12:327 (xlsr-53 fine-tuned)"}}
     recipe = TrainRecipe(max_epochs=20, patience=5, batch_size=8)
+    encoder_hparam = "model_path"
+    exact_group_norm = False  # as published: padding reaches a group-norm model's first normalisation
 
     @dataclass(frozen=True)
     class Settings(ModelSettings):
@@ -110,36 +114,17 @@ class Luna2022Wav2Vec2FT(EmotionRecognizer):
         dropout: float = 0.1  # of the classification head
         lr: float = 1e-4
 
-    def build(self):
+    def make_encoder(self):
         from transformers import Wav2Vec2Model
 
         from mmer_bench.features.audio_models import tiny_wav2vec2_config
 
         if self.hp["tiny_random"]:
-            self.encoder = Wav2Vec2Model(tiny_wav2vec2_config())
-        elif self.hp["model_path"]:
-            self.encoder = Wav2Vec2Model.from_pretrained(self.hp["model_path"], local_files_only=True)
-        else:
-            raise ValueError("luna2022-w2v2-ft needs model_path (a local wav2vec2 checkpoint folder, e.g. "
-                             "wav2vec2-large-xlsr-53); tiny_random: true is for tests")
-        if self.hp["mask_time_prob"] is not None:
-            self.encoder.config.mask_time_prob = float(self.hp["mask_time_prob"])
-        self.encoder.freeze_feature_encoder()
-        hidden = self.encoder.config.hidden_size
-        self.dropout = nn.Dropout(self.hp["dropout"])
-        self.dense = nn.Linear(hidden, hidden)
-        self.heads = self.task_heads(hidden)
-
-    def forward(self, batch):
-        wave, mask = batch["inputs"]["wave"].squeeze(-1), batch["masks"]["wave"]
-        mean = masked_mean(wave.unsqueeze(-1), mask)  # (B, 1)
-        var = masked_mean(((wave - mean) ** 2).unsqueeze(-1), mask)
-        wave = (wave - mean) / torch.sqrt(var + 1e-7) * mask.to(wave.dtype)
-        states = self.encoder(wave, attention_mask=mask.long()).last_hidden_state
-        frames = self.encoder._get_feat_extract_output_lengths(mask.sum(1))
-        frame_mask = torch.arange(states.shape[1], device=states.device)[None, :] < frames[:, None]
-        pooled = masked_mean(states, frame_mask)
-        return self.apply_heads(self.dropout(torch.tanh(self.dense(self.dropout(pooled)))))
+            return Wav2Vec2Model(tiny_wav2vec2_config()), None
+        if self.hp["model_path"]:
+            return Wav2Vec2Model.from_pretrained(self.hp["model_path"], local_files_only=True), None
+        raise ValueError("luna2022-w2v2-ft needs model_path (a local wav2vec2 checkpoint folder, e.g. "
+                         "wav2vec2-large-xlsr-53); tiny_random: true is for tests")
 
 
 @STACKERS.register("luna2022-fusion")
@@ -151,7 +136,12 @@ class Luna2022Fusion(Stacker):
     method over the fold's training subjects (stacked generalisation, Wolpert 1992: a source that
     fits its own training clips cannot take all the weight, and nothing is chosen on test);
     "in-sample", the fused methods' posteriors of their own training clips, as the paper fuses
-    (Luna-Jimenez et al. 2022; ``mmer fuse --recipe in-sample`` reproduces its 86.70%)."""
+    (Luna-Jimenez et al. 2022; ``mmer fuse --recipe in-sample`` reproduces its 86.70%).
+
+    Under a robustness condition (mmer_bench/robustness.py) it fuses the sources' test
+    posteriors under that condition; a source that is "n/a" there (its modality removed) is left
+    out and the logistic regression is refitted on the training posteriors of the sources still
+    present, so with the audio removed it falls back to the facial sources alone."""
 
     paper = {"ravdess": {"accuracy": 86.70,
                          "source": "Luna-Jimenez et al. 2022, Table 5",

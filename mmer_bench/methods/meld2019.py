@@ -25,14 +25,17 @@ README (Method notes: methods/meld2019.py).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmer_bench.methods.base import EmotionRecognizer
+from mmer_bench.methods.base import EmotionRecognizer, ModelSettings
 from mmer_bench.methods.layers import AudioCNN, TextCNN, conv_tower, masked_mean, run_rnn, sample_frames
 from mmer_bench.registry import METHODS
+from mmer_bench.settings import TrainRecipe
 
 
 @METHODS.register("meld-text-cnn")
@@ -41,8 +44,16 @@ class MeldTextCNN(EmotionRecognizer):
     scaling: dict[str, str] = {}
     paper = {"meld": {"weighted_f1": 55.02,
                       "source": "Poria et al. 2019, MELD, ACL, results table, text-CNN row (7 emotions)"}}
-    defaults = {"filters": 50, "windows": (3, 4, 5), "dense": 100, "dropout": 0.5,
-                "class_weighted": True, "lr": 1e-3, "batch_size": 32, "max_epochs": 100, "patience": 10}
+    recipe = TrainRecipe(batch_size=32, max_epochs=100, patience=10)
+
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        filters: int = 50  # convolution filters per window size
+        windows: tuple[int, ...] = (3, 4, 5)  # window sizes in words (Kim 2014)
+        dense: int = 100  # units of the Dense layer after max-pooling
+        dropout: float = 0.5  # after the Dense layer
+        class_weighted: bool = True  # inverse-frequency class weights in the loss
+        lr: float = 1e-3  # learning rate
 
     def build(self):
         self.text = TextCNN(self.input_dims["text"], self.hp["filters"], self.hp["windows"])
@@ -61,10 +72,23 @@ class MeldBcLSTM(EmotionRecognizer):
     reads_dialogues = True
     paper = {"meld": {"weighted_f1": 56.44,
                       "source": "Poria et al. 2019, MELD, ACL, results table, bcLSTM text row (7 emotions)"}}
-    defaults = {"hidden": 300, "layers": 2, "dense": 100, "dropout": 0.5, "rnn_dropout": 0.3,
-                "utterance_encoder": "vector", "filters": 50, "windows": (3, 4, 5), "utterance_dim": 100,
-                # Plain cross-entropy, as the released MELD baseline (README, Method notes).
-                "class_weighted": False, "lr": 1e-3, "batch_size": 16, "max_epochs": 60, "patience": 10}
+    recipe = TrainRecipe(batch_size=16, max_epochs=60, patience=10)  # batches of 16 dialogues
+
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        hidden: int = 300  # LSTM units per direction, over a dialogue's utterances
+        layers: int = 2  # LSTM layers
+        dense: int = 100  # units of the Dense layer on each utterance's state
+        dropout: float = 0.5  # on the utterance vectors and after the Dense layer
+        rnn_dropout: float = 0.3  # between LSTM layers
+        # "vector": one given vector per utterance; "cnn": word vectors through a text CNN
+        utterance_encoder: str = "vector"
+        filters: int = 50  # "cnn": convolution filters per window size
+        windows: tuple[int, ...] = (3, 4, 5)  # "cnn": window sizes in words
+        utterance_dim: int = 100  # "cnn": units of the projection of each input's CNN vector
+        # Plain cross-entropy, as the released MELD baseline (README, Method notes).
+        class_weighted: bool = False
+        lr: float = 1e-3  # learning rate
 
     def build(self):
         hp = self.hp
@@ -107,8 +131,15 @@ class MeldBcLSTM(EmotionRecognizer):
 class MeldAudioCNN(EmotionRecognizer):
     inputs = {"audio": "meld-audio34"}
     scaling = {"audio": "standard"}
-    defaults = {"channels": (64, 128), "kernel": 3, "dropout": 0.3, "class_weighted": True,
-                "lr": 1e-3, "batch_size": 32, "max_epochs": 100, "patience": 10}
+    recipe = TrainRecipe(batch_size=32, max_epochs=100, patience=10)
+
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        channels: tuple[int, ...] = (64, 128)  # Conv1D channels per layer
+        kernel: int = 3  # Conv1D kernel size (frames)
+        dropout: float = 0.3  # before the heads
+        class_weighted: bool = True  # inverse-frequency class weights in the loss
+        lr: float = 1e-3  # learning rate
 
     def build(self):
         self.audio = AudioCNN(self.input_dims["audio"], self.hp["channels"], self.hp["kernel"])
@@ -124,9 +155,20 @@ class CAERNet(EmotionRecognizer):
     inputs = {"face": "face-crops", "context": "context-frames"}
     scaling: dict[str, str] = {}
     paper = {"caer": {"accuracy": 73.51, "source": "Lee et al. 2019, CAER-Net, ICCV, Table 3 (CAER-Net-S, CAER-S)"}}
-    defaults = {"width": 1.0, "face_size": 96, "context_height": 96, "context_width": 128, "attention": 128,
-                "fusion_hidden": 128, "hidden": 128, "dropout": 0.5, "frame_chunk": 64,
-                "lr": 1e-3, "batch_size": 8, "max_epochs": 50, "patience": 10}
+    recipe = TrainRecipe(batch_size=8, max_epochs=50, patience=10)
+
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        width: float = 1.0  # multiplier of every conv stream's channels (and of ``attention``)
+        face_size: int = 96  # face crops are face_size x face_size (the extractor's size)
+        context_height: int = 96  # context frames are context_height x context_width
+        context_width: int = 128  # (the extractor's sizes)
+        attention: int = 128  # channels of the context attention's hidden conv
+        fusion_hidden: int = 128  # units of each stream's fusion-weight network
+        hidden: int = 128  # units of the layer after fusion
+        dropout: float = 0.5  # after that layer
+        frame_chunk: int = 64  # frames per conv pass (bounds memory, not the result)
+        lr: float = 1e-3  # learning rate
     BLOCKS = (32, 64, 128, 256, 256)
 
     def build(self):
@@ -270,15 +312,34 @@ def frame_shape(dim: int, size) -> tuple[int, int]:
 @METHODS.register("meld-baseline-fusion")
 class MeldBaselineFusion(EmotionRecognizer):
     """Three branches (video ConvLSTM, audio Conv1D, text CNN) concatenated, Dense-ReLU-dropout,
-    one head per MELD task (emotion, sentiment), trained jointly; see the module docstring."""
+    one head per MELD task (emotion, sentiment), trained jointly; see the module docstring.
+
+    It has no path for an absent branch (its video ConvLSTM needs frames): a condition that
+    removes the video, audio or text is reported "n/a" for it."""
 
     inputs = {"video": "face-crops", "audio": "meld-audio34", "text": "glove"}
     scaling = {"audio": "standard"}
-    defaults = {"width": 1.0, "frame_size": None, "downsample": 1, "max_frames": 10, "convlstm": 32,
-                "convlstm_kernel": 3, "video_channels": (64, 128, 64, 32), "video_state": "last",
-                "audio_channels": (64, 128), "audio_kernel": 3, "filters": 50, "windows": (3, 4, 5),
-                "dense": 128, "dropout": 0.5, "class_weighted": True,
-                "lr": 1e-3, "batch_size": 16, "max_epochs": 50, "patience": 10}
+    recipe = TrainRecipe(batch_size=16, max_epochs=50, patience=10)
+
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        width: float = 1.0  # multiplier of the video branch's channels
+        # Video frame (height, width), one int for square frames, None: square, inferred from the rows
+        frame_size: Any = None
+        downsample: int = 1  # average-pool video frames by this factor first
+        max_frames: int | None = 10  # video frames per clip, evenly spread over it (None: every frame)
+        convlstm: int = 32  # ConvLSTM channels
+        convlstm_kernel: int = 3  # ConvLSTM kernel size
+        video_channels: tuple[int, ...] = (64, 128, 64, 32)  # conv stack after the ConvLSTM
+        video_state: str = "last"  # ConvLSTM state that goes on: "last" real frame's or "mean" over frames
+        audio_channels: tuple[int, ...] = (64, 128)  # audio Conv1D channels per layer
+        audio_kernel: int = 3  # audio Conv1D kernel size (frames)
+        filters: int = 50  # text CNN filters per window size
+        windows: tuple[int, ...] = (3, 4, 5)  # text CNN window sizes in words
+        dense: int = 128  # units of the Dense layer after concatenating the branches
+        dropout: float = 0.5  # after that layer
+        class_weighted: bool = True  # inverse-frequency class weights in the loss
+        lr: float = 1e-3  # learning rate
 
     def build(self):
         hp = self.hp

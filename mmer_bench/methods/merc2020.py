@@ -30,14 +30,16 @@ What differs from the entry and why:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mmer_bench.methods.base import EmotionRecognizer
+from mmer_bench.methods.base import EmotionRecognizer, ModelSettings
 from mmer_bench.methods.layers import FANPooling, masked_mean, run_rnn, sample_frames
 from mmer_bench.registry import METHODS
+from mmer_bench.settings import TrainRecipe
 
 
 def efficientnet(hp: dict, in_channels: int) -> nn.Module:
@@ -84,8 +86,17 @@ def random_crop(x: torch.Tensor, mask: torch.Tensor, frames: int) -> tuple[torch
 class MERC2020AttnCNN(EmotionRecognizer):
     inputs = {"mel": "logmel-merc"}
     scaling: dict[str, str] = {}  # the extractor already scales every frame to [0, 1]
-    defaults = {"backbone": "efficientnet-b0", "width": None, "depth": None, "hidden": 512, "dropout": 0.2,
-                "crop_frames": 400, "lr": 1e-3, "max_epochs": 60, "patience": 10, "batch_size": 32}
+    recipe = TrainRecipe(max_epochs=60, patience=10, batch_size=32)
+
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        backbone: str = "efficientnet-b0"  # efficientnet-pytorch model name (b4: the entry's largest)
+        width: float | None = None  # EfficientNet width coefficient (None: the backbone's)
+        depth: float | None = None  # EfficientNet depth coefficient (None: the backbone's)
+        hidden: int = 512  # BiLSTM units per direction
+        dropout: float = 0.2  # before the heads
+        crop_frames: int = 400  # training crop in mel frames (6.4 s)
+        lr: float = 1e-3  # learning rate
 
     def build(self):
         self.cnn = efficientnet(self.hp, in_channels=1)
@@ -152,8 +163,15 @@ class MERC2020TextTransformer(EmotionRecognizer):
 
     inputs = {"words": "npz-word-embed"}
     scaling = {"words": "standard"}
-    defaults = {"heads": 8, "layers": 2, "ff": 512, "dropout": 0.1, "lr": 1e-4, "max_epochs": 60,
-                "patience": 10, "batch_size": 32}
+    recipe = TrainRecipe(max_epochs=60, patience=10, batch_size=32)
+
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        heads: int = 8  # attention heads (must divide the word vector size)
+        layers: int = 2  # Transformer encoder layers
+        ff: int = 512  # feed-forward width of each layer
+        dropout: float = 0.1  # in the encoder and before the heads
+        lr: float = 1e-4  # learning rate
 
     def build(self):
         dim = self.input_dims["words"]
@@ -184,8 +202,18 @@ class MERC2020CLSTM(EmotionRecognizer):
 
     inputs = {"face": "face-crops"}
     scaling: dict[str, str] = {}  # crops are already in [0, 1]
-    defaults = {"backbone": "efficientnet-b0", "width": None, "depth": None, "face_size": 96, "frames": 16,
-                "hidden": 320, "dropout": 0.2, "lr": 1e-3, "max_epochs": 60, "patience": 10, "batch_size": 16}
+    recipe = TrainRecipe(max_epochs=60, patience=10, batch_size=16)
+
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        backbone: str = "efficientnet-b0"  # efficientnet-pytorch model name
+        width: float | None = None  # EfficientNet width coefficient (None: the backbone's)
+        depth: float | None = None  # EfficientNet depth coefficient (None: the backbone's)
+        face_size: int = 96  # crops are face_size x face_size (the extractor's size)
+        frames: int | None = 16  # crops per clip, evenly spread over it (None: every crop)
+        hidden: int = 320  # BiLSTM units per direction
+        dropout: float = 0.2  # before the heads
+        lr: float = 1e-3  # learning rate
 
     def build(self):
         size = self.hp["face_size"]
@@ -243,13 +271,25 @@ class MERC2020Multimodal(EmotionRecognizer):
     speech heads read their own branch's vector only. Loss = CE(integrated) + ``aux_lambda`` *
     (CE(face) + CE(speech)) / 2, ``aux_lambda`` 2 as in the entry (the corpus's task weights are
     not used). ``speech_checkpoint`` / ``face_checkpoint`` / ``text_checkpoint``: state dicts of
-    the unimodal methods (same tasks and branch hyperparameters) to start the branches from."""
+    the unimodal methods (same tasks and branch hyperparameters) to start the branches from.
+
+    The integrated head reads all three branch vectors and none of them has a path for an absent
+    input: a condition that removes a modality is reported "n/a" for it."""
 
     inputs = {**MERC2020AttnCNN.inputs, **MERC2020CLSTM.inputs, **MERC2020TextTransformer.inputs}
     scaling = {**MERC2020TextTransformer.scaling}
-    defaults = {"speech": {}, "face": {}, "text": {}, "aux_lambda": 2.0, "speech_checkpoint": None,
-                "face_checkpoint": None, "text_checkpoint": None, "lr": 1e-4, "max_epochs": 30, "patience": 10,
-                "batch_size": 8}
+    recipe = TrainRecipe(max_epochs=30, patience=10, batch_size=8)
+
+    @dataclass(frozen=True)
+    class Settings(ModelSettings):
+        speech: dict = field(default_factory=dict)  # the speech branch's settings (merc2020-attncnn's)
+        face: dict = field(default_factory=dict)  # the face branch's settings (merc2020-clstm's)
+        text: dict = field(default_factory=dict)  # the text branch's settings (merc2020-text-transformer's)
+        aux_lambda: float = 2.0  # weight of the face and speech auxiliary losses
+        speech_checkpoint: str | None = None  # state dict to start the speech branch from
+        face_checkpoint: str | None = None  # state dict to start the face branch from
+        text_checkpoint: str | None = None  # state dict to start the text branch from
+        lr: float = 1e-4  # learning rate
     AUX = {"face": "face", "speech": "speech"}  # auxiliary task -> the branch whose vector it reads
 
     def build(self):

@@ -35,6 +35,12 @@ import torch
 from torch import nn
 
 from mmer_bench.methods.base import EmotionRecognizer
+from mmer_bench.methods.finetune import (
+    FINETUNE_DEFAULTS,
+    layerwise_groups,
+    load_encoder_for_training,
+    num_layers,
+)
 from mmer_bench.methods.layers import masked_mean
 from mmer_bench.registry import METHODS
 
@@ -51,21 +57,23 @@ class TextTransformerFT(EmotionRecognizer):
                 "optimizer": "adamw", "lr": 5e-5, "weight_decay": 0.01, "scheduler": "linear",
                 "max_epochs": 4, "patience": 2, "batch_size": 32}
 
-    def build(self):
+    def make_encoder(self):
         from transformers import AutoModel, BertModel
 
         from mmer_bench.features.text import default_minilm_path
         from mmer_bench.features.text_frames import tiny_bert_config
 
+        if self.hp["tiny_random"]:
+            return BertModel(tiny_bert_config(TINY_VOCAB), add_pooling_layer=False)
+        path = self.hp["model_path"] or default_minilm_path()
+        return AutoModel.from_pretrained(path, local_files_only=True)
+
+    def build(self):
         if self.hp["pooling"] not in ("mean", "cls"):
             raise ValueError(f"text-transformer-ft: pooling must be 'mean' or 'cls', not {self.hp['pooling']!r}")
         if self.hp["mixup"] or self.hp["specaugment"]:
             raise ValueError("text-transformer-ft: mixup and specaugment would mix or mask token ids; leave them off")
-        if self.hp["tiny_random"]:
-            self.encoder = BertModel(tiny_bert_config(TINY_VOCAB), add_pooling_layer=False)
-        else:
-            path = self.hp["model_path"] or default_minilm_path()
-            self.encoder = AutoModel.from_pretrained(path, local_files_only=True)
+        self.encoder = self.make_encoder()
         if self.hp["freeze_word_embeddings"]:
             self.encoder.get_input_embeddings().weight.requires_grad_(False)
         self.vocab_size = self.encoder.get_input_embeddings().num_embeddings
@@ -115,3 +123,31 @@ class TextTransformerFT(EmotionRecognizer):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+@METHODS.register("text-encoder-ft")
+class TextEncoderFT(TextTransformerFT):
+    """``text-transformer-ft`` for any BERT-family encoder named by hub id or folder (``model``;
+    None: the offline MiniLM), with the options of methods/finetune.py: ``layer_decay``
+    (layer-wise learning-rate decay), ``gradient_checkpointing``, ``freeze_feature_encoder`` (the
+    word embeddings; ``freeze_word_embeddings`` is the same switch and either freezes them). The
+    ``tokens`` extractor must use the same tokenizer: ``features: {tokens: {model_path: <the same
+    hub id or folder>}}``."""
+
+    # freeze_word_embeddings is this family's frozen "feature encoder": one switch, not two.
+    defaults = {**TextTransformerFT.defaults,
+                **{k: v for k, v in FINETUNE_DEFAULTS.items() if k != "freeze_feature_encoder"}}
+    encoder_hparam = "model"
+
+    def make_encoder(self):
+        if self.hp["tiny_random"] or self.hp["model_path"]:
+            return super().make_encoder()
+        from mmer_bench.features.text import default_minilm_path
+
+        return load_encoder_for_training(self.hp, "text", default_model=default_minilm_path()).module
+
+    def parameter_groups(self) -> list:
+        decay = self.hp["layer_decay"]
+        if not decay or decay == 1:
+            return super().parameter_groups()
+        return layerwise_groups(self, self.encoder, num_layers(self.encoder.config), self.hp["lr"], float(decay))

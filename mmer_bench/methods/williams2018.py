@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from mmer_bench.methods.base import EmotionRecognizer, ModelSettings
-from mmer_bench.methods.layers import MaskedBatchNorm, run_rnn
+from mmer_bench.methods.layers import MaskedBatchNorm, present, run_rnn
 from mmer_bench.registry import METHODS
 from mmer_bench.settings import TrainRecipe
 
@@ -100,7 +100,13 @@ class Williams2018BiLSTM(EmotionRecognizer):
                   for name in self.inputs]
         x = torch.cat([p[0] for p in pooled], dim=-1)
         mask = torch.stack([p[1] for p in pooled]).any(dim=0)
-        states = run_rnn(self.rnn, self.norm(x, mask), mask)
+        normed = self.norm(x, mask)
+        kept = [present(batch, name) for name in self.inputs]
+        if not all(bool(k.all()) for k in kept):
+            # An absent modality's columns become 0 after the BatchNorm: its training mean.
+            keep = torch.cat([k[:, None].expand(-1, p[0].shape[-1]) for k, p in zip(kept, pooled)], dim=-1)
+            normed = normed * keep[:, None, :].to(normed.dtype)
+        states = run_rnn(self.rnn, normed, mask)
         hidden = self.hp["hidden"]
         last = mask.sum(1) - 1  # the forward direction ends at the last real step, the backward at step 0
         forward_end = states[torch.arange(len(last), device=x.device), last, :hidden]
@@ -110,6 +116,12 @@ class Williams2018BiLSTM(EmotionRecognizer):
 
 @METHODS.register("williams2018-bilstm-mosei")
 class Williams2018BiLSTMMosei(Williams2018BiLSTM):
+    """An absent modality (a robustness condition that removes it, or ``modality_dropout``)
+    enters every step as its training mean (zero after the input BatchNorm); the recurrence runs
+    over the steps of the modalities present. In training, the BatchNorm's batch statistics
+    still include the raw zeros of dropped modalities."""
+
+    handles_absent_inputs = True
     inputs = {"text": "mosei-glove", "audio": "mosei-covarep", "visual": "mosei-facet"}
 
     @dataclass(frozen=True)
