@@ -9,6 +9,9 @@ METHODS ?=
 ENCODER ?=
 OUT ?= runs/$(DATASET)
 BENCH_ARGS ?=
+# where the jobs run: local (a pool of JOBS processes; JOBS=1 runs them one after another) or slurm
+LAUNCHER ?= local
+JOBS ?= 1
 ROBUSTNESS ?= 1
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
@@ -27,7 +30,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 bench: setup
-	$(PY) -m mmer_bench.cli bench $(DATASET) --out $(OUT) --publish leaderboard \
+	$(PY) -m mmer_bench.cli bench $(DATASET) --out $(OUT) --publish leaderboard --launcher $(LAUNCHER) --jobs $(JOBS) \
 		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(METHODS),--methods $(METHODS)) \
 		$(if $(ENCODER),--encoder $(ENCODER)) $(BENCH_ARGS)
 	$(if $(filter 1,$(ROBUSTNESS)),$(PY) -m mmer_bench.cli robustness $(OUT) --publish leaderboard \

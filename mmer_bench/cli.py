@@ -1,4 +1,4 @@
-"""The ``mmer`` command: list, describe, extract, bench, fuse, leaderboard, posteriors, download."""
+"""The ``mmer`` command: list, describe, extract, bench, status, fuse, leaderboard, posteriors, download."""
 
 from __future__ import annotations
 
@@ -179,12 +179,34 @@ def cmd_bench(args) -> int:
         publish=args.publish,
         max_epochs=args.max_epochs,
         config_file=config_file,
+        num_nodes=args.num_nodes or trainer.num_nodes,
+        launcher=args.launcher,
+        jobs=args.jobs,
+        gpus_per_job=args.gpus_per_job if args.gpus_per_job is not None else 1,
+        slurm=_slurm_options(args) if args.launcher == "slurm" else None,
+        detach=args.detach,
     )
     results = run_bench(config)
-    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0 and (Path(config.out) / "leaderboard.md").exists():
         print((Path(config.out) / "leaderboard.md").read_text())
         print(f"results: {Path(config.out) / 'results.parquet'} ({len(results)} rows)")
     return 0
+
+
+def _slurm_options(args):
+    from mmer_bench.launchers import SlurmOptions
+
+    extra = {}
+    for option in args.sbatch or []:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--sbatch {option!r}: expected KEY=VALUE (an sbatch option without its dashes, "
+                             "e.g. --sbatch account=mylab)")
+        extra[key.lstrip("-")] = value
+    devices = _devices(args.devices) if args.devices else 1
+    return SlurmOptions(partition=args.partition, time_min=args.time, gpus_per_job=args.gpus_per_job or 0,
+                        cpus_per_job=args.cpus_per_job, mem=args.mem, num_nodes=args.num_nodes or 1,
+                        tasks_per_node=devices if isinstance(devices, int) and devices > 1 else 1, sbatch=extra)
 
 
 def _devices(value):
@@ -278,6 +300,13 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    """The job table of a run folder, during a launch or after it."""
+    from mmer_bench.progress import format_status, run_status
+
+    rows = run_status(args.run_dir)
+    print(format_status(rows, args.run_dir))
+    return 1 if any(r["state"] == "failed" for r in rows) else 0
 def cmd_robustness(args) -> int:
     import pandas as pd
 
@@ -360,6 +389,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="extraction processes (default: all cores)")
     p.add_argument("--threads", type=int, help="torch threads per process (1 is fastest for small models on busy CPUs)")
     p.add_argument("--publish", help="also write DIR/CORPUS.md and DIR/CORPUS.parquet (e.g. leaderboard)")
+    p.add_argument("--num-nodes", type=int, help="nodes of one job (Lightning DDP; with --launcher slurm)")
+    g = p.add_argument_group("launching (see README, Running on a cluster)")
+    g.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="local: worker processes on this machine (default); slurm: one SLURM job per job")
+    g.add_argument("--jobs", type=int, default=1,
+                   help="local: jobs at once, each with its own GPU or cores // N threads (1: in this process)")
+    g.add_argument("--gpus-per-job", type=int, help="GPUs of each job (local default 1 where GPUs exist; slurm 0)")
+    g.add_argument("--partition", help="slurm: partition")
+    g.add_argument("--time", type=int, default=60, help="slurm: time limit of each job in minutes (default 60)")
+    g.add_argument("--cpus-per-job", type=int, help="slurm: CPUs of each job")
+    g.add_argument("--mem", help="slurm: memory of each job, e.g. 32G")
+    g.add_argument("--sbatch", action="append", metavar="KEY=VALUE",
+                   help="slurm: any other sbatch option, e.g. --sbatch account=mylab (repeatable)")
+    g.add_argument("--detach", action="store_true",
+                   help="slurm: submit and return; `mmer status OUT` shows progress, the same command collects")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("fuse", help="late fusion of posteriors in DIR/fold<k>/{train,test}.csv")
@@ -386,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results")
     p.set_defaults(func=cmd_leaderboard)
 
+    p = sub.add_parser("status", help="the jobs of a bench run folder: done, running, failed, waiting")
+    p.add_argument("run_dir", help="a bench output folder (--out)")
+    p.set_defaults(func=cmd_status)
     p = sub.add_parser("robustness", help="score a run's trained jobs under test-time conditions (no retraining)")
     p.add_argument("run_dir", help="a bench output directory")
     p.add_argument("--conditions", help="comma-separated condition names (default: the benchmark YAML's "

@@ -117,10 +117,13 @@ def write_records(spec, corpus, fold, predictions: dict, n_params: int, started:
 
 
 def provenance_of(results: pd.DataFrame) -> dict:
-    """The leaderboard header from the rows themselves: the latest job's command, every commit
-    that produced a row (jobs resumed across commits), the latest finish time."""
-    latest = results.sort_values("finished_at").iloc[-1]
-    return {"command": latest["command"], "git_commit": ", ".join(sorted(results["git_commit"].unique())),
+    """The leaderboard header from the rows themselves: the latest job's command, every command
+    and every commit that produced a row (jobs resumed across commits, or made by two commands
+    on one run folder), the latest finish time."""
+    ordered = results.sort_values("finished_at")
+    latest = ordered.iloc[-1]
+    return {"command": latest["command"], "commands": list(dict.fromkeys(ordered["command"])),
+            "git_commit": ", ".join(sorted(results["git_commit"].unique())),
             "generated_at": results["finished_at"].max()}
 
 
@@ -140,6 +143,22 @@ def collect(out: Path | str, corpus=None, publish: str | None = None, final: boo
     for the official-split bootstrap (default: the corpus's own). Jobs of inner folds (under
     ``jobs/<method>/inner/``) only feed stackers and are not merged."""
     out = Path(out)
+    # Jobs finishing at once in several processes (or on several nodes) each merge: one at a time,
+    # and every table still goes through a temporary file and a rename, so a reader never sees a
+    # torn file. Every merge reads all job folders, so the last one holds every finished job.
+    with merge_lock(out):
+        return _collect(out, corpus, publish, final, manifest, loggers)
+
+
+def merge_lock(out: Path):
+    """An OS file lock (flock, released if its holder dies) on ``out/.merge.lock``."""
+    import filelock
+
+    out.mkdir(parents=True, exist_ok=True)
+    return filelock.FileLock(out / ".merge.lock", thread_local=False)
+
+
+def _collect(out: Path, corpus, publish: str | None, final: bool, manifest, loggers) -> pd.DataFrame | None:
     result_files = [p for p in sorted(out.glob("jobs/*/*/results.parquet")) if (p.parent / "DONE").exists()]
     if not result_files:
         return None
@@ -150,7 +169,8 @@ def collect(out: Path | str, corpus=None, publish: str | None = None, final: boo
     corpus = corpus or CORPORA.get(names[0])()
     write_parquet(results, out / "results.parquet")
     preds = pd.concat([pd.read_parquet(p.parent / "predictions.parquet") for p in result_files], ignore_index=True)
-    write_parquet(preds, out / "predictions.parquet", {"classes": {t.name: list(t.classes) for t in corpus.tasks}})
+    write_parquet(preds, out / "predictions.parquet", {"classes": {t.name: list(t.classes) for t in corpus.tasks},
+                                                       "commands": provenance_of(results)["commands"]})
     if not final:
         # Robustness scores of an earlier `mmer robustness` stay in the table (robustness_report.py).
         markdown = render(results, corpus) + robustness_section(out, results, corpus, publish)

@@ -164,7 +164,7 @@ def plan_jobs(cfg) -> list[JobSpec]:
         "corpus": {"name": corpus.name, "data_root": cfg.data_root, "options": options},
         "manifest_hash": corpus.manifest_hash(manifest),
         "trainer": {"accelerator": cfg.accelerator, "devices": cfg.devices, "strategy": cfg.strategy,
-                    "precision": cfg.precision},
+                    "precision": cfg.precision, "num_nodes": cfg.num_nodes},
         "loggers": list(cfg.loggers), "skip_missing": cfg.skip_missing, "cache_dir": cfg.cache_dir,
         "workers": cfg.workers, "command": cfg.command, "run_out": str(cfg.out), "version": mmer_bench.__version__,
     }
@@ -221,6 +221,13 @@ def config_hash(name: str, job: dict, fold, seed: int) -> str:
     key = {"corpus": job["corpus"]["name"], "options": job["corpus"]["options"], "method": name, "hp": hp,
            "fold": [fold.train, fold.val, fold.test], "seed": seed, "precision": job["trainer"]["precision"],
            "manifest": job["manifest_hash"], "version": job["version"]}
+    if "sources" not in job:
+        # How the job is spread changes its numbers: DDP over N devices x nodes trains with an
+        # N times larger effective batch (each rank takes batch_size clips) and other shuffles.
+        trainer = job["trainer"]
+        key["trainer"] = {k: trainer.get(k, 1 if k == "num_nodes" else None)
+                          for k in ("devices", "strategy", "num_nodes")}
+        key["effective_batch_size"] = effective_batch_size(hp.get("batch_size"), trainer)
     if "sources" in job:
         key["fused"] = job["sources"]
         return stable_hash(key)
@@ -230,6 +237,15 @@ def config_hash(name: str, job: dict, fold, seed: int) -> str:
     if features:
         key["features"] = features
     return stable_hash(key)
+
+
+def effective_batch_size(batch_size, trainer: dict):
+    """Clips per optimiser step: batch_size on each of devices x nodes ranks (a count of devices;
+    "auto" / -1 stay symbolic, since what they resolve to depends on the machine)."""
+    devices = trainer.get("devices", 1)
+    if batch_size is None or not isinstance(devices, int) or devices < 1:
+        return f"{batch_size} x {devices} x {trainer.get('num_nodes', 1)}"
+    return batch_size * devices * int(trainer.get("num_nodes", 1))
 
 
 # --- running one job ----------------------------------------------------------------------------

@@ -81,6 +81,14 @@ def _paper(method: str, corpus: str, metric: str, notes: list[str], variant: str
     return f"{entry[shown]:.2f}" + (f" ± {std:.2f}" if std is not None else "") + f"{label} [{len(notes)}]"
 
 
+def _command_lines(provenance: dict) -> list[str]:
+    commands = provenance.get("commands") or [provenance.get("command", "")]
+    if len(commands) == 1:
+        return [f"- Command: `{commands[0]}`"]
+    # Jobs of one run folder made by several commands (a resumed or a concurrent run): name each.
+    return ["- Commands (each made some of the rows): " + "; ".join(f"`{c}`" for c in commands)]
+
+
 RECIPE_TITLES = {"inner-cv": "stacked on inner-CV posteriors", "in-sample": "stacked on in-sample posteriors"}
 
 
@@ -136,7 +144,7 @@ def markdown_lines(results, corpus, provenance, verdicts=None, page=None):
         "",
         f"- Protocol: {corpus.protocol}",
         f"- Cells: {cells}",
-        f"- Command: `{provenance.get('command', '')}`",
+        *_command_lines(provenance),
         f"- Commit: {provenance.get('git_commit', '')}; generated {provenance.get('generated_at', '')}",
     ]
     shown = [m for task in corpus.tasks for m in (task.report_metrics or corpus.report_metrics)]

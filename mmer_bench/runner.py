@@ -4,12 +4,14 @@ Every job writes its records under ``OUT/jobs/<method>/<fold>-seed<seed>/`` (res
 predictions, a DONE marker) with atomic writes; a re-run of the same command skips finished
 jobs, and ``OUT/results.parquet``, ``OUT/predictions.parquet`` and ``OUT/leaderboard.md`` are
 rebuilt from the job records after each job (collect.py), so a crash loses nothing finished.
-Jobs run one after the other in this process; ``jobs.run_spec`` is the entry another launcher
-(a process pool, a cluster) calls with the same specs.
+A launcher (launchers.py) runs the specs: in this process one after the other (``jobs=1``), in
+a local pool of ``jobs`` workers, or as SLURM jobs; each calls ``jobs.run_spec``. The features
+every job needs are extracted here first, once, so that no two jobs extract the same features.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,10 @@ import pandas as pd
 
 from mmer_bench.collect import collect
 from mmer_bench.jobs import compatible_methods, corpus_of, method_inputs, plan_jobs, rank, run_spec
+from mmer_bench.launchers import SlurmOptions, make_launcher
 from mmer_bench.train import BestWeights, monitor
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BenchConfig", "BestWeights", "Runner", "compatible_methods", "method_inputs", "monitor", "run_bench"]
 
@@ -48,6 +53,12 @@ class BenchConfig:
     max_epochs: int | None = None  # overrides every trained method's epoch budget (quick runs)
     command: str = ""
     config_file: str | None = None  # the YAML these settings came from (named in errors)
+    num_nodes: int = 1  # one job over several nodes (Lightning; under SLURM one task per GPU)
+    launcher: str = "local"  # local | slurm (launchers.py)
+    jobs: int = 1  # local: worker processes (1: every job in this process, one after another)
+    gpus_per_job: int = 1  # local: GPUs of each worker where GPUs exist
+    slurm: SlurmOptions | None = None
+    detach: bool = False  # slurm: submit and return; running the command again collects
 
 
 class Runner:
@@ -58,20 +69,60 @@ class Runner:
     def run(self) -> pd.DataFrame:
         specs = plan_jobs(self.cfg)
         corpus = corpus_of(specs[0].config)[0] if specs else None
-        failures = []
-        for spec in specs:
-            outcome = run_spec(spec)
-            if outcome["status"] == "failed":
-                failures.append(outcome)
-            if outcome["status"] != "skipped" and rank() == 0:
-                collect(self.out, corpus, self.cfg.publish)
-        if rank() == 0 and specs:
+        if rank() != 0:  # a DDP rank of an in-process run: it follows rank 0 through the jobs
+            for spec in specs:
+                run_spec(spec)
+            return pd.DataFrame()
+        if self.cfg.launcher == "local" and self.cfg.jobs > 1 and str(self.cfg.devices) != "1":
+            # Lightning starts a DDP job's other ranks by re-running the command: not from a pool worker.
+            raise ValueError(f"a job over several devices (--devices {self.cfg.devices}) runs in this process "
+                             "(--jobs 1) or under --launcher slurm, not in a local pool (--jobs > 1)")
+        prepare_features(specs)
+        launcher = make_launcher(self.cfg.launcher, self.out, jobs=self.cfg.jobs, slurm=self.cfg.slurm,
+                                 detach=self.cfg.detach, gpus_per_job=self.cfg.gpus_per_job)
+        launcher.on_finished = lambda spec, outcome: collect(self.out, corpus, self.cfg.publish)
+        outcomes = launcher.run(specs, run_spec)
+        if specs:  # also when every job was finished before; the last merge adds the verdicts
             collect(self.out, corpus, self.cfg.publish, final=True, manifest=corpus_of(specs[0].config)[1],
                     loggers=tuple(self.cfg.loggers))
+        if self.cfg.detach:
+            submitted = [o for o in outcomes.values() if o.status == "submitted"]
+            print(f"submitted {len(submitted)} SLURM jobs ({len(outcomes) - len(submitted)} finished before); "
+                  f"`mmer status {self.out}` shows where they are, the same command again collects them",
+                  file=sys.stderr)
+        failures = [o for o in outcomes.values() if o.status == "failed"]
         if failures:
-            lines = "\n".join(f"  {f['job_id']}: {f['error']}" for f in failures)
+            lines = "\n".join(f"  {f.job_id}: {f.error}" + (f" (log: {f.log})" if f.log else "") for f in failures)
             raise RuntimeError(f"{len(failures)} of {len(specs)} jobs failed (finished jobs are kept):\n{lines}")
-        return pd.read_parquet(self.out / "results.parquet") if rank() == 0 else pd.DataFrame()
+        path = self.out / "results.parquet"
+        return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+
+
+def prepare_features(specs) -> None:
+    """Extract, here and once, every feature set the training jobs read (jobs then only read the
+    store): N jobs starting together never extract the same features N times over."""
+    from mmer_bench.features.base import extract
+    from mmer_bench.features.store import FeatureStore
+    from mmer_bench.registry import EXTRACTORS
+
+    seen = set()
+    for spec in specs:
+        if spec.kind != "train":
+            continue
+        cfg = spec.config
+        corpus, manifest, _ = corpus_of(cfg)
+        cache_dir = cfg["cache_dir"]
+        store = FeatureStore(Path(cache_dir) / "features" if cache_dir else None)
+        manifest_hash = corpus.manifest_hash(manifest)
+        for extractor_name in sorted(set(cfg["inputs"].values())):
+            extractor = EXTRACTORS.get(extractor_name)(**cfg["features"].get(extractor_name, {}))
+            key = (str(store.root), extractor.name, extractor.cache_key(manifest_hash))
+            if key in seen:
+                continue
+            seen.add(key)
+            if not store.has(extractor.name, key[2]):
+                log.info("extracting %s for %s", extractor.name, corpus.name)
+                extract(extractor, manifest, manifest_hash, store, cfg["workers"])
 
 
 def run_bench(config: BenchConfig) -> pd.DataFrame:

@@ -152,6 +152,7 @@ class TrainerSettings:
     accelerator: str = "auto"
     strategy: str = "auto"
     precision: str = "32-true"
+    num_nodes: int = 1  # one job over several nodes (Lightning's SLURM environment under --launcher slurm)
 
 
 @dataclass

@@ -31,6 +31,8 @@ for _name in ("lightning.pytorch", "lightning.fabric"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+# The base recognizer moves batches itself (methods/base.py); nothing to warn about.
+warnings.filterwarnings("ignore", message=r".*overridden `transfer_batch_to_device`.*")
 
 
 class BestWeights(L.Callback):
@@ -151,6 +153,7 @@ def fit(spec: JobSpec, corpus, manifest, fold: Fold, log_dir: Path, max_epochs: 
     trainer = cfg["trainer"]
     trainer = L.Trainer(
         max_epochs=max_epochs, accelerator=trainer["accelerator"], devices=trainer["devices"],
+        num_nodes=trainer.get("num_nodes", 1),
         strategy=trainer["strategy"], precision=trainer["precision"], logger=loggers, callbacks=callbacks,
         gradient_clip_val=recipe["gradient_clip_val"], enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,

@@ -154,6 +154,8 @@ def extract(
                 arrays[clip_id] = out.astype(np.float32, copy=False)
             else:
                 errors[clip_id] = str(out)
+    if not writer.kept:  # another process stored this key first: use its entry, as every other reader does
+        return store.read(extractor.name, key)
     if errors:
         log.warning("%s: %d of %d clips could not be extracted", extractor.name, len(errors), len(arrays) + len(errors))
     return FeatureSet(arrays, errors)  # what was just written: no need to read it back

@@ -23,6 +23,7 @@ import json
 import os
 import queue
 import threading
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -176,13 +177,31 @@ def _table(rows: list[tuple[str, np.ndarray | Exception | str]]) -> pa.Table:
     )
 
 
+def _publish(tmp: Path, target: Path) -> bool:
+    """Move a finished temporary file into place unless the entry exists already: the first
+    writer wins and a reader never sees a torn or replaced file. A hard link fails atomically when
+    the target exists (``os.replace`` would silently swap the file under a reader's memory map and
+    let the last writer win); on a file system without hard links, fall back to the rename."""
+    try:
+        os.link(tmp, target)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        if target.exists():
+            return False
+        os.replace(tmp, target)
+        return True
+
+
 class StoreWriter:
     """Streams one store entry to disk while its clips are still being extracted.
 
     ``add`` collects results; every ``group_bytes`` of features become a Parquet row group that a
     background thread encodes and writes (pyarrow releases the GIL), so writing overlaps the
     extraction instead of following it. The entry is written to a temporary file and renamed
-    into place by ``commit`` (atomic: a crash or an error never leaves a half-written entry).
+    into place by ``commit`` (atomic: a crash or an error never leaves a half-written entry; when
+    two processes write the same key at once, the first to commit wins and ``kept`` tells which).
     Use it as a context manager: leaving the block commits, an exception aborts.
     """
 
@@ -194,7 +213,9 @@ class StoreWriter:
     def __init__(self, target: Path, meta: dict, group_bytes: int = 16 << 20):
         self.target = Path(target)
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.target.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
+        # Unique per writer, also across hosts sharing the cache (pids repeat between machines).
+        self.tmp = self.target.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}")
+        self.kept = False  # after commit: whether this writer's file became the entry (first writer wins)
         self.schema = SCHEMA.with_metadata({"mmer": json.dumps(meta, default=str)})
         self.group_bytes = group_bytes
         self._rows: list = []
@@ -251,7 +272,7 @@ class StoreWriter:
         self._thread.join()
         try:
             self._check()
-            os.replace(self.tmp, self.target)
+            self.kept = _publish(self.tmp, self.target)
         finally:
             self.tmp.unlink(missing_ok=True)
 

@@ -76,6 +76,16 @@ def _inferred_type(value):
     return Any
 
 
+def _tensors_to(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _tensors_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        return type(batch)(_tensors_to(v, device) for v in batch)
+    return batch  # clip ids and other lists of plain values stay where they are
+
+
 class EmotionRecognizer(L.LightningModule):
     inputs: ClassVar[dict[str, str]] = {}
     scaling: ClassVar[dict[str, str]] = {}
@@ -236,6 +246,12 @@ class EmotionRecognizer(L.LightningModule):
 
     def on_test_epoch_end(self):
         self._eval_epoch_end("test")
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        """Move the batch's tensors only. Lightning's generic version walks every element of
+        every list (a batch's clip ids too) through isinstance checks: about 7 ms per step on
+        these CPUs, half of an MLP's training step (benchmarks/overhead.py)."""
+        return _tensors_to(batch, device)
 
     def predict_step(self, batch, batch_idx=0):
         logits = self(batch)
