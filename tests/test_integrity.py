@@ -219,7 +219,7 @@ def test_bench_on_a_truncated_synthetic_wav_stops_or_skips_and_counts(tmp_path, 
     victim = Path(manifest["audio_path"][10])
     truncate(victim)
     args = ["bench", "synthetic", "--data-root", str(tmp_path), "--methods", "egemaps-mlp", "--folds", "fold0",
-            "--loggers", "csv", "--workers", "2"]
+            "--seeds", "0", "--loggers", "csv", "--workers", "2"]
     # The runner reports the failed job (and keeps the others) with the extraction error in it.
     with pytest.raises((RuntimeError, FeatureExtractionError), match=f"{victim}: AudioError: the audio is truncated"):
         cli.main([*args, "--out", str(tmp_path / "stop")])

@@ -138,7 +138,8 @@ def extract(
         try:
             return store.read(extractor.name, key)
         except StoreEntryError as exc:
-            log.warning("%s; extracting %s again", exc, extractor.name)
+            aside = store.set_aside(extractor.name, key)  # else first-writer-wins would keep it
+            log.warning("%s; extracting %s again%s", exc, extractor.name, f" (damaged file kept as {aside})" if aside else "")
     workers = workers or default_workers()
     if type(extractor).extract_many is Extractor.extract_many:
         stream = extractor.iter_results(manifest, workers)  # written while later clips are extracted

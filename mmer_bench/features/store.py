@@ -91,6 +91,17 @@ class FeatureStore:
             for clip_id, result in results.items():
                 writer.add(clip_id, result)
 
+    def set_aside(self, extractor_name: str, key: str) -> Path | None:
+        """Move a damaged entry out of the way (renamed, kept for inspection) so that the first
+        writer of the recomputed entry can take its place; None when another process already did."""
+        path = self.path(extractor_name, key)
+        aside = path.with_name(f"{path.name}.damaged-{uuid.uuid4().hex[:8]}")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            return None
+        return aside
+
     def writer(self, extractor_name: str, key: str, meta: dict) -> StoreWriter:
         return StoreWriter(self.path(extractor_name, key), meta)
 
