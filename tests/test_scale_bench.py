@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from wandb_records import read_run
 
 from mmer_bench.jobs import plan_jobs
 from mmer_bench.launchers import sbatch_available
 from mmer_bench.runner import BenchConfig, run_bench
-from wandb_records import read_run
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["luna2022-au-mlp", "egemaps-mlp", "luna2022-fusion"]
