@@ -255,6 +255,12 @@ def test_slurm_detach_then_a_second_launch_attaches_and_reruns_a_cancelled_job(t
         assert time.time() < deadline, "job a never started"
         time.sleep(0.5)
     subprocess.run(["scancel", first["a"]["slurm_id"]], check=True)
+    # A later launch, not one racing the kill: until the job has left the queue it still reads as
+    # running, and a launch attaching to it then reports it failed (the launch after that re-runs it).
+    deadline = time.time() + 120
+    while subprocess.run(["squeue", "-h", "-j", first["a"]["slurm_id"]], capture_output=True, text=True).stdout.strip():
+        assert time.time() < deadline, "the cancelled job never left the queue"
+        time.sleep(0.5)
     # the next launch re-submits a (and the stacking job SLURM cancelled with it), attaches to b
     outcomes = SlurmLauncher(tmp_path, slurm, progress=QuietBoard()).run(specs(tmp_path), run_stand_in)
     assert {j: o.status for j, o in outcomes.items()} in ({"a": "done", "b": "done", "s": "done"},
