@@ -60,7 +60,7 @@ def test_text_cnn_handles_utterances_shorter_than_the_widest_window():
     with torch.no_grad():
         out = model(batch)["emotion"]
     assert out.shape == (2, 6) and torch.isfinite(out).all()
-    assert model.hp["filters"] == 50 and model.hp["class_weighted"]
+    assert model.hp["filters"] == 50 and not model.hp["class_weighted"]  # chosen on MELD dev
     assert METHODS.get("meld-text-cnn")(TASKS, {"text": 50}, filters=512).text.convs[0].out_channels == 512
 
 
