@@ -13,6 +13,16 @@ from mmer_bench.registry import METHODS
 from mmer_bench.settings import TrainRecipe
 
 
+@dataclass(frozen=True)
+class MLPSettings(ModelSettings):
+    """What the one-hidden-layer baselines read; each states only the defaults it changes."""
+
+    hidden: int = 128  # units of the hidden layer
+    dropout: float = 0.3  # after the hidden layer
+    lr: float = 1e-3  # learning rate
+    weight_decay: float = 1e-4  # Adam's L2 penalty
+
+
 class PooledMLP(EmotionRecognizer):
     """Each input pooled to one vector (a frame sequence: its masked mean), concatenated in
     ``inputs`` order, through ``mlp_body`` (hidden units ``hidden``, dropout ``dropout``), one
@@ -46,12 +56,7 @@ class EGeMAPSMLP(PooledMLP):
     # Epochs chosen on the validation part, then a refit on train + validation for that many.
     recipe = TrainRecipe(max_epochs=150, patience=30, batch_size=64, refit=True)
 
-    @dataclass(frozen=True)
-    class Settings(ModelSettings):
-        hidden: int = 128  # units of the hidden layer
-        dropout: float = 0.3  # after the hidden layer
-        lr: float = 1e-3  # learning rate
-        weight_decay: float = 1e-4  # Adam's L2 penalty
+    Settings = MLPSettings
 
 
 @METHODS.register("compare-mlp")
@@ -81,11 +86,8 @@ class TextMLP(PooledMLP):
     recipe = TrainRecipe(max_epochs=100, patience=15, batch_size=64)
 
     @dataclass(frozen=True)
-    class Settings(ModelSettings):
+    class Settings(MLPSettings):
         hidden: int = 256  # units of the hidden layer
-        dropout: float = 0.3  # after the hidden layer
-        lr: float = 1e-3  # learning rate
-        weight_decay: float = 1e-4  # Adam's L2 penalty
 
 
 @METHODS.register("seq-mean-mlp")
@@ -106,11 +108,8 @@ class SeqMeanMLP(PooledMLP):
     recipe = TrainRecipe(max_epochs=50, patience=10, batch_size=32)
 
     @dataclass(frozen=True)
-    class Settings(ModelSettings):
-        hidden: int = 128  # units of the hidden layer
+    class Settings(MLPSettings):
         dropout: float = 0.2  # after the hidden layer
-        lr: float = 1e-3  # learning rate
-        weight_decay: float = 1e-4  # Adam's L2 penalty
 
 
 @METHODS.register("wordvec-mlp")
@@ -123,9 +122,4 @@ class WordVecMLP(PooledMLP):
     scaling = {"words": "standard"}
     recipe = TrainRecipe(max_epochs=100, patience=15, batch_size=32)
 
-    @dataclass(frozen=True)
-    class Settings(ModelSettings):
-        hidden: int = 128  # units of the hidden layer
-        dropout: float = 0.3  # after the hidden layer
-        lr: float = 1e-3  # learning rate
-        weight_decay: float = 1e-4  # Adam's L2 penalty
+    Settings = MLPSettings
