@@ -167,6 +167,7 @@ def cmd_bench(args) -> int:
         corpus_options=conf.corpus_options,
         hparams=hparams,
         inputs=conf.inputs,
+        variants=conf.variants,
         features=features,
         devices=_devices(args.devices or trainer.devices),
         accelerator=args.accelerator or trainer.accelerator,
@@ -381,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="train and evaluate methods on a corpus")
     p.add_argument("corpus")
-    p.add_argument("--methods", help="comma-separated method names (default: the config's, else every compatible one)")
+    p.add_argument("--methods", help="comma-separated method, variant (the config's variants:) and stacker names (default: the config's, else every compatible one)")
     p.add_argument("--folds", help="comma-separated fold names (default: all)")
     p.add_argument("--seeds", help="comma-separated seeds (default: 0)")
     p.add_argument("--data-root")

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 import mmer_bench
-from mmer_bench.registry import CORPORA, METHODS
+from mmer_bench.jobs import method_class
+from mmer_bench.registry import CORPORA
 from mmer_bench.report import leaderboard_markdown
 from mmer_bench.results import write_parquet, write_text
 from mmer_bench.robustness_report import robustness_section
@@ -58,9 +59,9 @@ def method_variant(spec) -> str:
     leaderboard shows it beside the method and picks an encoder-dependent paper number by it. A
     method names it by a setting (``encoder_hparam``) or by the extractor of one input
     (``encoder_input``), whose ``model`` parameter it is."""
-    if spec.method not in METHODS.names():
+    if spec.kind != "train":
         return ""
-    cls = METHODS.get(spec.method)
+    cls = method_class(spec)
     settings = {k: v for part in spec.config.get("settings", {}).values() for k, v in part.items()}
     inputs, features = spec.config.get("inputs", {}), spec.config.get("features", {})
     if getattr(cls, "encoder_hparam", None):
@@ -93,6 +94,9 @@ def write_records(spec, corpus, fold, predictions: dict, n_params: int, started:
         "devices": str(trainer["devices"]), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": spec.config["command"], "variant": method_variant(spec),
         "recipe": info.get("recipe", ""),  # a stacker's: "inner-cv" or "in-sample"
+        # A named variant's row: the registered method it trains ("" for other rows); job.json
+        # also keeps the variant's overrides.
+        "base_method": spec.config.get("base_method", "") if spec.config.get("variant") else "",
     }
     results = pd.DataFrame(result_rows).assign(**provenance)
     write_parquet(pd.concat(pred_frames, ignore_index=True), job_dir / "predictions.parquet",
@@ -100,6 +104,10 @@ def write_records(spec, corpus, fold, predictions: dict, n_params: int, started:
     write_parquet(results, job_dir / "results.parquet")
     confusions = {t: tasks[t].confusion(p["probs"], p["target"]) for t, p in predictions["test"].items()}
     hparams = {k: v for part in spec.config["settings"].values() for k, v in part.items()}
+    variant = spec.config.get("variant")
+    if variant:
+        info = {**info, "variant_of": variant["method"], "variant_overrides": {k: v for k, v in variant.items()
+                                                                             if k != "method"}}
     details = {**provenance, **info, "hparams": hparams, "features": features or {}, "test_confusion": confusions,
                "skipped": skipped or {}, "fold_info": fold.info, "job": json.loads(spec.to_json())}
     write_text(job_dir / "job.json", json.dumps(details, indent=1, default=str))

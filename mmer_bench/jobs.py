@@ -22,7 +22,7 @@ from mmer_bench.features.store import stable_hash
 from mmer_bench.protocols import inner_folds
 from mmer_bench.registry import CORPORA, EXTRACTORS, METHODS, STACKERS
 from mmer_bench.results import write_text
-from mmer_bench.settings import SettingsError, TrainRecipe, build, unknown_message
+from mmer_bench.settings import SettingsError, TrainRecipe, build, check_variants, unknown_message
 
 log = logging.getLogger(__name__)
 
@@ -84,38 +84,78 @@ def inner_folds_of(corpus, manifest, outer, inner: dict) -> list:
     return inner_folds(manifest, outer, int(inner["folds"]), group, seed=int(inner["split_seed"]))
 
 
-def method_inputs(name: str, overrides: dict[str, dict] | None = None) -> dict[str, str]:
+# --- leaderboard rows: registered methods and named variants of them -----------------------------
+def base_method(name: str, variants: dict | None = None) -> str:
+    """The registered method behind a row name: the name itself, or a variant's base method
+    (``variants``: the benchmark's {row name: {"method": base, **overrides}})."""
+    return (variants or {}).get(name, {}).get("method", name)
+
+
+def method_class(row, variants: dict | None = None):
+    """The registered class behind a row: a name (a method, or a variant in ``variants``) or a
+    training JobSpec (whose config records its base method). Every lookup of a row's class goes
+    through here, so a variant behaves as its base method everywhere."""
+    if isinstance(row, JobSpec):
+        return METHODS.get(row.config.get("base_method", row.method))
+    return METHODS.get(base_method(row, variants))
+
+
+def row_overrides(name: str, hparams: dict, variants: dict | None = None) -> dict:
+    """A row's setting and recipe overrides. A variant takes its base's ``hparams:`` entry, then its
+    own overrides from ``variants:``, then an ``hparams:`` entry under its own name, if any: so
+    ``X+moddrop`` is X as this benchmark configures it, plus what the variant changes."""
+    variant = (variants or {}).get(name)
+    if variant is None:
+        return dict(hparams.get(name) or {})
+    own = {k: v for k, v in variant.items() if k != "method"}
+    return {**(hparams.get(variant["method"]) or {}), **own, **(hparams.get(name) or {})}
+
+
+def method_inputs(name: str, overrides: dict[str, dict] | None = None, available: set[str] | None = None,
+                  variants: dict | None = None) -> dict[str, str]:
     """A method's input name -> extractor name: its class defaults, with the benchmark config's
-    ``inputs`` overrides (which may only rename the extractor of an input the method has)."""
-    cls = METHODS.get(name)
-    override = (overrides or {}).get(name, {})
+    ``inputs`` overrides (which may only rename the extractor of an input the method has; a
+    variant takes its base's, then its own). With ``available`` (the extractors a corpus offers),
+    the method's ``optional_inputs`` whose features are not there are left out."""
+    cls = method_class(name, variants)
+    base = base_method(name, variants)
+    override = {**(overrides or {}).get(base, {}), **((overrides or {}).get(name, {}) if base != name else {})}
     unknown = set(override) - set(cls.inputs)
     if unknown:
         raise ValueError(f"{name}: the benchmark config sets inputs {sorted(unknown)}, but the method's inputs "
                          f"are {sorted(cls.inputs)}")
     for extractor in override.values():
         EXTRACTORS.get(extractor)  # an unknown extractor fails here, with the known names
-    return {**cls.inputs, **override}
+    inputs = {**cls.inputs, **override}
+    if available is not None:
+        inputs = {k: e for k, e in inputs.items() if e in available or k not in cls.optional_inputs}
+    return inputs
 
 
-def compatible_methods(corpus, manifest, overrides: dict[str, dict] | None = None) -> list[str]:
-    """Methods whose features this manifest offers (and whose batches it can make), then the
-    stackers that fit the corpus's tasks."""
+def compatible_methods(corpus, manifest, overrides: dict[str, dict] | None = None,
+                       variants: dict | None = None) -> list[str]:
+    """Methods (and the benchmark's variants of them) whose features this manifest offers (and
+    whose batches it can make), then the stackers that fit the corpus's tasks."""
     available = corpus.available_features(manifest)
     has_dialogues = corpus.dialogue_columns is not None
-    methods = [name for name, cls in METHODS.items()
-               if set(method_inputs(name, overrides).values()) <= available
-               and (not cls.reads_dialogues or has_dialogues)]
+    rows = [name for name, _ in METHODS.items()] + list(variants or {})
+    methods = [name for name in rows
+               if set(method_inputs(name, overrides, available, variants).values()) <= available
+               and (not method_class(name, variants).reads_dialogues or has_dialogues)]
     return methods + [name for name, cls in STACKERS.items() if cls.fits(corpus)]
 
 
-def resolve_settings(name: str, overrides: dict | None, max_epochs: int | None = None, where: str = "") -> dict:
-    """The resolved settings of a method ({"model": ..., "recipe": ...}) or a stacker
+def resolve_settings(name: str, overrides: dict | None, max_epochs: int | None = None, where: str = "",
+                     variants: dict | None = None) -> dict:
+    """The resolved settings of a method or variant ({"model": ..., "recipe": ...}) or a stacker
     ({"stacker": ...}), as JSON values."""
-    where = f"{where}: hparams: {name}" if where else f"hparams: {name}"
+    if name in (variants or {}):
+        where = f"{where}: variants: {name}" if where else f"variants: {name}"
+    else:
+        where = f"{where}: hparams: {name}" if where else f"hparams: {name}"
     if name in STACKERS.names():
         return {"stacker": asdict(build(STACKERS.get(name).Settings, overrides, where))}
-    settings, recipe = METHODS.get(name).resolve(overrides, where)
+    settings, recipe = method_class(name, variants).resolve(overrides, where)
     if max_epochs:
         recipe = build(TrainRecipe, {"max_epochs": max_epochs}, "--max-epochs", base=recipe)
     return {"model": asdict(settings), "recipe": asdict(recipe)}
@@ -140,12 +180,13 @@ def plan_jobs(cfg) -> list[JobSpec]:
         if unknown:
             raise ValueError(f"unknown folds {sorted(unknown)}; {corpus.name} has {[f.name for f in folds]}")
         folds = [f for f in folds if f.name in cfg.folds]
-    known = METHODS.names() + STACKERS.names()
+    variants = check_variants(dict(cfg.variants), where)
+    known = METHODS.names() + STACKERS.names() + list(variants)
     for key in ("hparams", "inputs"):
         for name in getattr(cfg, key):
             if name not in known:
                 raise SettingsError(unknown_message(name, known, f"{where}: {key}", "method"))
-    compatible = compatible_methods(corpus, manifest, cfg.inputs)
+    compatible = compatible_methods(corpus, manifest, cfg.inputs, variants)
     names = cfg.methods or compatible
     for name in names:
         if name not in known:
@@ -153,12 +194,12 @@ def plan_jobs(cfg) -> list[JobSpec]:
         if name not in compatible:
             if name in STACKERS.names():
                 raise ValueError(f"{name} fuses class posteriors; {corpus.name} has tasks that are not classification")
-            if METHODS.get(name).reads_dialogues and not corpus.dialogue_columns:
+            if method_class(name, variants).reads_dialogues and not corpus.dialogue_columns:
                 raise ValueError(f"{name} reads whole dialogues; {corpus.name} has none")
-            needs = sorted(method_inputs(name, cfg.inputs).values())
+            needs = sorted(method_inputs(name, cfg.inputs, corpus.available_features(manifest), variants).values())
             raise ValueError(f"{name} needs features {needs}; {corpus.name} here offers "
                              f"{sorted(corpus.available_features(manifest))}")
-    methods = [n for n in names if n in METHODS.names()]
+    methods = [n for n in names if n not in STACKERS.names()]  # registered methods and variants
     stackers = [n for n in names if n in STACKERS.names()]
     base = {
         "corpus": {"name": corpus.name, "data_root": cfg.data_root, "options": options},
@@ -170,7 +211,7 @@ def plan_jobs(cfg) -> list[JobSpec]:
     }
     specs, method_jobs, inner_specs = [], {}, {}
     for name in methods + stackers:
-        settings = resolve_settings(name, cfg.hparams.get(name), cfg.max_epochs, where)
+        settings = resolve_settings(name, row_overrides(name, cfg.hparams, variants), cfg.max_epochs, where, variants)
         if name in STACKERS.names():
             sources = settings["stacker"]["fuse"] or methods
             if not sources:
@@ -195,9 +236,13 @@ def plan_jobs(cfg) -> list[JobSpec]:
                                 oof.setdefault(source, []).append(job_id)
                         job.setdefault("oof_jobs", {})[f"{fold.name}-seed{seed}"] = oof
         else:
-            inputs = method_inputs(name, cfg.inputs)
+            inputs = method_inputs(name, cfg.inputs, corpus.available_features(manifest), variants)
+            cls = method_class(name, variants)
             job = {**base, "settings": settings, "inputs": inputs, "features": dict(cfg.features),
-                   "dialogues": METHODS.get(name).reads_dialogues, "overrides_inputs": name in cfg.inputs}
+                   "dialogues": cls.reads_dialogues,
+                   "overrides_inputs": name in cfg.inputs or base_method(name, variants) in cfg.inputs,
+                   # the registered class the row trains (a variant's base), and what the variant changes
+                   "base_method": cls.registry_name, "variant": variants.get(name)}
             method_jobs[name] = job
         for fold in folds:
             for seed in cfg.seeds:

@@ -4,7 +4,8 @@
     corpus, method, fold, seed, split (train|val|test), task, metric, value,
     and the job's provenance: protocol, git_commit, config_hash, wall_time_s, train_time_s,
     n_params, n_train, n_val, n_test, n_skipped, precision, devices, finished_at, command, variant
-    (the pretrained encoder of an encoder-based method, else empty).
+    (the pretrained encoder of an encoder-based method, else empty), recipe (a stacker's), base_method
+    (the registered method a named variant row trains, else empty; ``method`` is the row name).
 ``predictions.parquet``: one row per (job, split, task, clip) with columns
     corpus, method, fold, seed, split, task, clip_id, target, pred, probs, target_values.
     ``probs`` is the task's output vector in the order of its outputs (stored in the file

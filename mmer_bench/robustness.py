@@ -203,15 +203,14 @@ def score_training_job(job_dir: Path, conditions: list[Condition], data_root: st
     returns how many conditions were added. Results go to the job's robustness.parquet."""
     import torch
 
-    from mmer_bench.jobs import flat_hparams
-    from mmer_bench.registry import METHODS
+    from mmer_bench.jobs import flat_hparams, method_class
     from mmer_bench.train import CHECKPOINT
 
     todo = [c for c in conditions if (c.name, c.version) not in _done(job_dir)]
     if not todo:
         return 0
     spec, corpus, manifest, fold, trained, store = _load_context(job_dir, data_root)
-    cls = METHODS.get(spec.method)
+    cls = method_class(spec)  # a variant's base class (handles_absent_inputs, scaling)
     checkpoint = job_dir / CHECKPOINT
     if not checkpoint.exists():
         raise RobustnessError(f"{job_dir}: no {CHECKPOINT} (the job finished before checkpoints were kept): "

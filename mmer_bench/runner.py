@@ -40,6 +40,8 @@ class BenchConfig:
     hparams: dict[str, dict] = field(default_factory=dict)  # method -> overrides (settings and recipe)
     # method -> {input name: extractor name}: feed a method other features than its defaults
     inputs: dict[str, dict] = field(default_factory=dict)
+    # row name -> {"method": a registered method, **its overrides}: a method run again as another row
+    variants: dict[str, dict] = field(default_factory=dict)
     features: dict[str, dict] = field(default_factory=dict)  # extractor name -> its parameters
     devices: int | str = 1
     accelerator: str = "auto"

@@ -166,6 +166,9 @@ class BenchFile:
     corpus_options: dict = field(default_factory=dict)
     hparams: dict = field(default_factory=dict)  # method -> overrides of its settings and recipe
     inputs: dict = field(default_factory=dict)  # method -> {input name: extractor name}
+    # Row name -> {"method": a registered method, its setting / recipe overrides}: the same
+    # method run again as another leaderboard row (check_variants).
+    variants: dict = field(default_factory=dict)
     features: dict = field(default_factory=dict)  # extractor name -> its parameters
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
     loggers: list[str] = field(default_factory=lambda: ["csv", "wandb"])
@@ -186,8 +189,34 @@ def load_bench_file(path: Path | None, text: str | None = None) -> BenchFile:
     trainer = build(TrainerSettings, raw.get("trainer"), f"{where}: trainer")
     bench = build(BenchFile, {k: v for k, v in raw.items() if k != "trainer"}, where)
     bench.trainer = trainer
-    for key in ("hparams", "inputs", "features"):
+    for key in ("hparams", "inputs", "features", "variants"):
         for name, value in getattr(bench, key).items():
             if not isinstance(value, dict):
                 raise SettingsError(f"{where}: {key}: {name}: expected a mapping, got {value!r}")
+    check_variants(bench.variants, where)
     return bench
+
+
+def check_variants(variants: dict, where: str) -> dict:
+    """Check a benchmark's ``variants`` ({row name: {"method": base, **overrides}}): each a
+    mapping naming a registered method (not a stacker, not another variant) under a row name that
+    no registered method or stacker has. The overrides are checked against the base's settings
+    when the planner resolves them. Returns ``variants``."""
+    from mmer_bench.registry import METHODS, STACKERS  # lazily: the registry loads every method
+
+    for name, value in variants.items():
+        key = f"{where}: variants: {name}"
+        if not isinstance(value, dict):
+            raise SettingsError(f"{key}: expected a mapping with a 'method' key, got {value!r}")
+        if name in METHODS.names() or name in STACKERS.names():
+            raise SettingsError(f"{key}: {name!r} is the name of a registered method or stacker; a variant needs a "
+                                f"row name of its own (e.g. '{name}+moddrop')")
+        base = value.get("method")
+        if not isinstance(base, str):
+            raise SettingsError(f"{key}: method: expected the name of a registered method, got {base!r}")
+        if base in STACKERS.names():
+            raise SettingsError(f"{key}: method: {base!r} is a stacker; variants are of trained methods "
+                                "(set a stacker's sources with its 'fuse' setting)")
+        if base not in METHODS.names():
+            raise SettingsError(unknown_message(base, METHODS.names(), f"{key}: method", "method"))
+    return variants

@@ -21,9 +21,8 @@ from mmer_bench import wandb_log
 from mmer_bench.collect import write_records
 from mmer_bench.data import CorpusDataModule
 from mmer_bench.features.store import FeatureStore
-from mmer_bench.jobs import JobSpec, flat_hparams, fold_of
+from mmer_bench.jobs import JobSpec, flat_hparams, fold_of, method_class
 from mmer_bench.protocols import Fold
-from mmer_bench.registry import METHODS
 from mmer_bench.settings import TrainRecipe
 
 # Lightning announces hardware and tips at INFO for every Trainer: one line per job is enough.
@@ -139,7 +138,7 @@ def loggers_for(spec: JobSpec, log_dir: Path):
 
 def fit(spec: JobSpec, corpus, manifest, fold: Fold, log_dir: Path, max_epochs: int, callbacks):
     cfg, recipe = spec.config, spec.config["settings"]["recipe"]
-    cls = METHODS.get(spec.method)
+    cls = method_class(spec)  # a variant trains its base method's class
     cache_dir = cfg["cache_dir"]
     store = FeatureStore(Path(cache_dir) / "features" if cache_dir else None)
     L.seed_everything(spec.seed, workers=True, verbose=False)

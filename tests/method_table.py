@@ -61,6 +61,7 @@ CASES: dict[str, dict] = {
     "egemaps-mlp": {"dims": {"speech": 88}, "hp": {}},
     "compare-mlp": {"dims": {"speech": 300}, "hp": {"hidden": 32}},
     "text-mlp": {"dims": {"text": 384}, "hp": {"hidden": 32}},
+    "early-fusion-mlp": {"dims": {"speech": 88, "face": 35, "text": 384}, "hp": {"hidden": 32}},
     "seq-mean-mlp": {"dims": {"words": 50, "acoustic": 74, "visual": 35}, "hp": {"hidden": 32},
                      "lengths": {"words": [4, 9, 2], "acoustic": [4, 9, 2], "visual": [4, 9, 2]}},
     "wordvec-mlp": {"dims": {"words": 40}, "hp": {"hidden": 32}, "lengths": {"words": [5, 9, 3]}},

@@ -95,6 +95,10 @@ class EmotionRecognizer(L.LightningModule):
     # methods/layers.present) and its docstring says what it does then. False: a condition that
     # removes one of its inputs is reported "n/a" for it, never scored on placeholder zeros.
     handles_absent_inputs: ClassVar[bool] = False
+    # Input names the method can go without: on a corpus whose manifest lacks their features the
+    # planner leaves them out (jobs.method_inputs) and the model is built from the inputs it gets
+    # (``input_dims``). The others are required: without them the method is not compatible.
+    optional_inputs: ClassVar[tuple[str, ...]] = ()
     # Published results to show beside ours: {corpus: {"accuracy": 60.22, "source": "..."}}.
     paper: ClassVar[dict[str, dict]] = {}
     # The method's own settings (a ModelSettings dataclass) and its paper's training recipe; the
@@ -155,7 +159,7 @@ class EmotionRecognizer(L.LightningModule):
             # Inverse-frequency weights, normalised to mean 1 (used when class_weighted is set).
             weights = counts.sum() / (counts.clamp(min=1) * len(counts))
             self.register_buffer(f"class_weights_{task.name}", weights, persistent=False)
-        if self.hp["modality_dropout"] and not (self.handles_absent_inputs and len(self.modality_groups()) > 1):
+        if self.hp["modality_dropout"] and not (self.handles_absent_inputs and len(self.present_groups()) > 1):
             raise ValueError(f"{type(self).__name__}: modality_dropout needs a method with inputs of two or more "
                              "modalities that handles absent inputs (handles_absent_inputs)")
         self.build()
@@ -176,6 +180,12 @@ class EmotionRecognizer(L.LightningModule):
         for name, extractor in cls.inputs.items():
             groups.setdefault(modality_of(EXTRACTORS.get(extractor)) or name, []).append(name)
         return groups
+
+    def present_groups(self) -> dict[str, list[str]]:
+        """``modality_groups`` restricted to the inputs this model was built with (an optional
+        input a corpus lacks is not among them)."""
+        groups = {g: [n for n in names if n in self.input_dims] for g, names in self.modality_groups().items()}
+        return {g: names for g, names in groups.items() if names}
 
     # --- what a method implements -------------------------------------------------------
     def build(self) -> None:
@@ -210,7 +220,7 @@ class EmotionRecognizer(L.LightningModule):
         if self.hp["mixup"]:
             batch = augment.mixup(batch, self.tasks, self.hp["mixup"])
         if self.hp["modality_dropout"]:
-            batch = augment.modality_dropout(batch, self.modality_groups(), self.hp["modality_dropout"])
+            batch = augment.modality_dropout(batch, self.present_groups(), self.hp["modality_dropout"])
         return batch
 
     def training_step(self, batch, batch_idx):

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 
 from mmer_bench.methods.base import EmotionRecognizer, ModelSettings
-from mmer_bench.methods.layers import masked_mean, mlp_body
+from mmer_bench.methods.layers import masked_mean, mlp_body, present
 from mmer_bench.registry import METHODS
 from mmer_bench.settings import TrainRecipe
 
@@ -123,3 +123,42 @@ class WordVecMLP(PooledMLP):
     recipe = TrainRecipe(max_epochs=100, patience=15, batch_size=32)
 
     Settings = MLPSettings
+
+
+@METHODS.register("early-fusion-mlp")
+class EarlyFusionMLP(PooledMLP):
+    """Multimodal baseline by early (feature-level) fusion: the clip-level features of speech (88
+    eGeMAPSv02 functionals, Eyben et al. 2016), of the face (the clip means of the OpenFace Action
+    Unit intensities and presences) and, where the corpus has transcripts, of the text (the MiniLM
+    sentence embedding), each standardised on the training clips, concatenated, through one hidden
+    layer, one head per task. Text is optional (``optional_inputs``): on a corpus without
+    transcripts (RAVDESS) the method fuses speech and face. No paper number: it is the plain
+    fusion floor that the late fusions and the unimodal rows are measured against.
+
+    An absent modality (a removed input at test time, or ``modality_dropout`` in training)
+    contributes zeros, which after the standardisation is its training mean: the hidden layer sees
+    the other modalities plus an average of the missing one. Trained without modality dropout it
+    has never seen that, so the ``+moddrop`` variant of a benchmark (``modality_dropout: p``) is
+    the row that learned to cope (Neverova et al. 2016, "ModDrop")."""
+
+    handles_absent_inputs = True
+
+    inputs = {"speech": "egemaps", "face": "au-means", "text": "minilm"}
+    optional_inputs = ("text",)
+    scaling = {"speech": "standard", "face": "standard", "text": "standard"}
+    input_dropout = 0.1
+    recipe = TrainRecipe(max_epochs=150, patience=30, batch_size=64, refit=True)
+
+    Settings = MLPSettings
+
+    def build(self):
+        self.fused = [name for name in self.inputs if name in self.input_dims]  # the inputs this corpus gave
+        width = sum(self.input_dims[name] for name in self.fused)
+        self.body = mlp_body(width, self.hp["hidden"], self.hp.get("dropout"), self.input_dropout)
+        self.heads = self.task_heads(self.hp["hidden"])
+
+    def pooled(self, batch) -> torch.Tensor:
+        # Zero (the training mean) for a clip whose input is absent, whatever its placeholder holds.
+        parts = [batch["inputs"][name] * present(batch, name)[:, None].to(batch["inputs"][name].dtype)
+                 for name in self.fused]
+        return torch.cat(parts, dim=-1)
