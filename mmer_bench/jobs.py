@@ -33,13 +33,13 @@ KINDS = ("train", "stack")
 class JobSpec:
     kind: str  # "train" | "stack"
     corpus: str
-    method: str  # a method name (train) or a stacker name (stack)
+    method: str  # the row: a method or a variant's name (train; config["base_method"]: its class) or a stacker's
     fold: str
     seed: int
     config: dict  # resolved configuration (see plan_jobs); JSON values only
     config_hash: str
     out: str  # the job folder: the only place the job writes
-    job_id: str  # "<method>/<fold>-seed<seed>"
+    job_id: str  # "<row>/<fold>-seed<seed>"
     depends_on: tuple[str, ...] = field(default=())  # job_ids whose records this job reads
 
     def to_json(self) -> str:
