@@ -19,7 +19,7 @@ import pandas as pd
 
 import mmer_bench
 from mmer_bench.jobs import method_class
-from mmer_bench.registry import CORPORA
+from mmer_bench.registry import CORPORA, METHODS
 from mmer_bench.report import leaderboard_markdown
 from mmer_bench.results import write_parquet, write_text
 from mmer_bench.robustness_report import robustness_section
@@ -59,7 +59,7 @@ def method_variant(spec) -> str:
     leaderboard shows it beside the method and picks an encoder-dependent paper number by it. A
     method names it by a setting (``encoder_hparam``) or by the extractor of one input
     (``encoder_input``), whose ``model`` parameter it is."""
-    if spec.kind != "train":
+    if spec.kind != "train" or spec.config.get("base_method", spec.method) not in METHODS.names():
         return ""
     cls = method_class(spec)
     settings = {k: v for part in spec.config.get("settings", {}).values() for k, v in part.items()}

@@ -238,6 +238,7 @@ def plan_jobs(cfg) -> list[JobSpec]:
         else:
             inputs = method_inputs(name, cfg.inputs, corpus.available_features(manifest), variants)
             cls = method_class(name, variants)
+            check_modality_dropout(name, cls, inputs, settings, f"{where}: {'variants' if name in variants else 'hparams'}")
             job = {**base, "settings": settings, "inputs": inputs, "features": dict(cfg.features),
                    "dialogues": cls.reads_dialogues,
                    "overrides_inputs": name in cfg.inputs or base_method(name, variants) in cfg.inputs,
@@ -257,6 +258,20 @@ def plan_jobs(cfg) -> list[JobSpec]:
     # stacking jobs that read them.
     first_stack = next((i for i, spec in enumerate(specs) if spec.kind == "stack"), len(specs))
     return specs[:first_stack] + list(inner_specs.values()) + specs[first_stack:]
+
+
+def check_modality_dropout(name: str, cls, inputs: dict[str, str], settings: dict, where: str) -> None:
+    """Refuse, before anything trains, modality dropout for a row that cannot take it: a method
+    without a path for absent inputs, or one reading fewer than two modalities on this corpus."""
+    if not settings["model"].get("modality_dropout"):
+        return
+    modalities = [g for g, names in cls.modality_groups().items() if set(names) & set(inputs)]
+    if not cls.handles_absent_inputs:
+        raise SettingsError(f"{where}: {name}: modality_dropout: {cls.registry_name} has no path for absent inputs "
+                            "(handles_absent_inputs is False)")
+    if len(modalities) < 2:
+        raise SettingsError(f"{where}: {name}: modality_dropout: {cls.registry_name} reads only {modalities} here; "
+                            "modality dropout needs two or more modalities")
 
 
 def config_hash(name: str, job: dict, fold, seed: int) -> str:

@@ -66,6 +66,8 @@ def test_a_stacker_fuses_the_variants_of_the_run_and_every_compatible_row_includ
     ("variants:\n  fusion+md: early-fusion-mlp\n", r"bench.yaml: variants: fusion\+md: expected a mapping"),
     ("variants:\n  fusion+md: {method: early-fusion-mlp, modality_dropot: 0.3}\n",
      r"bench.yaml: variants: fusion\+md: unknown setting 'modality_dropot'; did you mean 'modality_dropout'\?"),
+    ("variants:\n  egemaps-mlp+md: {method: egemaps-mlp, modality_dropout: 0.3}\n",
+     r"bench.yaml: variants: egemaps-mlp\+md: modality_dropout: egemaps-mlp has no path for absent inputs"),
     ("variants:\n  fusion+md: {method: early-fusion-mlp}\nmethods: [fusion+mb]\n",
      r"bench.yaml: methods: unknown method 'fusion\+mb'; did you mean 'fusion\+md'\?"),
 ])
