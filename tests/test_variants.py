@@ -50,6 +50,14 @@ def test_a_stacker_fuses_the_variants_of_the_run_and_every_compatible_row_includ
     stack = [s for s in plan_jobs(cfg) if s.kind == "stack"][0]
     assert stack.config["sources"] == ["egemaps-mlp", "early-fusion-mlp+moddrop"]
     assert stack.depends_on == ("egemaps-mlp/fold0-seed0", "early-fusion-mlp+moddrop/fold0-seed0")
+    # ``fuse:`` may name a variant; the inner-cv recipe trains it on inner folds under its own row.
+    named = plan_jobs(BenchConfig(corpus="synthetic", methods=["early-fusion-mlp+moddrop", "luna2022-fusion"],
+                                  folds=["fold0"], out="/tmp/unused", variants=MODDROP,
+                                  hparams={"luna2022-fusion": {"fuse": ["early-fusion-mlp+moddrop"], "inner_folds": 2}}))
+    inner = [s for s in named if "/inner/" in s.job_id]
+    assert [s.job_id for s in inner] == [f"early-fusion-mlp+moddrop/inner/fold0-inner{j}-seed0" for j in range(2)]
+    assert all(s.config["settings"]["model"]["modality_dropout"] == 0.3 for s in inner)
+    assert named[-1].config["sources"] == ["early-fusion-mlp+moddrop"]
     every = plan_jobs(BenchConfig(corpus="synthetic", folds=["fold0"], out="/tmp/unused", variants=MODDROP))
     assert "early-fusion-mlp+moddrop/fold0-seed0" in {s.job_id for s in every}
 
