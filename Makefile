@@ -34,7 +34,7 @@ bench: setup
 		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(METHODS),--methods $(METHODS)) \
 		$(if $(ENCODER),--encoder $(ENCODER)) $(BENCH_ARGS)
 	$(if $(filter 1,$(ROBUSTNESS)),$(PY) -m mmer_bench.cli robustness $(OUT) --publish leaderboard \
-		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)))
+		--launcher $(LAUNCHER) --jobs $(JOBS) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)))
 
 test: setup
 	$(PY) -m pytest -q

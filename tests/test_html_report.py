@@ -4,20 +4,15 @@ browser (Debian's chromium): the table rows and figures are there and the page i
 Without chromium the browser test skips with the reason; ``MMER_REQUIRE_BROWSER=1`` (set by
 ``.ci/run``) makes it fail instead."""
 
-import os
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
+from browser import loaded_dom, run_browser
 
 from mmer_bench.html_report import write_reports
 from mmer_bench.registry import CORPORA
-
-BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def fake_runs(corpus, methods: dict[str, float], folds: list[str], seeds: list[int], clips_per_fold=120,
@@ -98,32 +93,12 @@ def test_pages_and_figures_written(pages):
                            for kind in ("runs", "cd", "confusion", "reliability"))
 
 
-def browser() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("MMER_REQUIRE_BROWSER") == "1":
-            pytest.fail("MMER_REQUIRE_BROWSER=1 but no chromium on PATH (apt-get install -y chromium)")
-        pytest.skip("no chromium on PATH (apt-get install -y chromium); MMER_REQUIRE_BROWSER=1 makes this fail")
-    return path
-
-
-def run_browser(tmp_path, *args) -> subprocess.CompletedProcess:
-    profile = tmp_path / "profile"
-    profile.mkdir(exist_ok=True)
-    return subprocess.run([browser(), *BROWSER_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000",
-                           *args], capture_output=True, text=True, timeout=120)
-
-
 def test_page_in_a_headless_browser(pages, tmp_path):
     out, _, _ = pages
     url = (out / "synthetic.html").as_uri()
-    dom = run_browser(tmp_path, "--dump-dom", url)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    body = re.search(r"<body([^>]*)>", dom.stdout).group(1)
-    images = int(re.search(r'data-images="(\d+)"', body).group(1))
-    loaded = int(re.search(r'data-images-loaded="(\d+)"', body).group(1))
+    dom, images, loaded = loaded_dom(tmp_path, out / "synthetic.html")
     assert images == 4 and loaded == images  # runs, CD, confusion, reliability: all decoded
-    table = re.search(r'<table class="leaderboard" id="table-emotion">(.*?)</table>', dom.stdout, re.S).group(1)
+    table = re.search(r'<table class="leaderboard" id="table-emotion">(.*?)</table>', dom, re.S).group(1)
     methods = re.findall(r'<tr class="[a-z]*"><td data-sort="([^"]+)">', table)
     assert sorted(methods) == ["chance", "close", "strong", "weak"]
 
