@@ -318,7 +318,7 @@ def _robustness_block(table) -> dict | None:
     return {"title": table.title, "intro": table.intro, "header": table.header, "rows": table.rows,
             "summary_intro": table.summary_intro, "summary_header": table.summary_header,
             "summary_rows": table.summary_rows,
-            "figures": [{"src": name, "alt": f"{method}: test score versus speech SNR (white noise and babble)"}
+            "figures": [{"src": name, "alt": f"{method}: test score versus speech SNR (additive noise)"}
                         for method, name in table.plots.items()]}
 
 

@@ -170,9 +170,8 @@ def robustness_table(rob: pd.DataFrame, results: pd.DataFrame, corpus,
                 tip = f"{c}: mean over {counts.get((method, c), 0)} runs; {reasons.get((method, c), '')}"
                 cells.append((_cell(status, value, raw), repr(value), tip))
             else:
-                tip = f"{c}: {_STATUS_TIPS.get(status, status)}"
-                if reasons.get((method, c)):
-                    tip += f" ({reasons[method, c]})"
+                reason = reasons.get((method, c))
+                tip = f"{c}: {status}, {reason}" if reason else f"{c}: {_STATUS_TIPS.get(status, status)}"
                 cells.append((_cell(status, value, raw), "-Infinity", tip))
         rows.append({"method": method, "cells": cells})
     table = RobustnessTable(f"Robustness: {task.name} {metric}{unit} under test-time conditions", intro,
