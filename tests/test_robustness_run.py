@@ -6,8 +6,12 @@ one job after another, and the published page showing the table and plot in a re
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +23,7 @@ from mmer_bench import cli, robustness
 from mmer_bench.data import CorpusDataModule
 from mmer_bench.features.store import FeatureStore
 from mmer_bench.fusion import align, fuse
+from mmer_bench.launchers import sbatch_available
 from mmer_bench.progress import QuietBoard
 from mmer_bench.protocols import Fold
 from mmer_bench.registry import CORPORA, METHODS
@@ -195,3 +200,25 @@ def test_published_page_shows_the_robustness_table_and_plot(run, tmp_path):
     table = re.search(r'<table class="leaderboard" id="table-robustness">(.*?)</table>', dom, re.S).group(1)
     methods = [_cells(r)[0] for r in re.findall(r"<tr[^>]*>(.*?)</tr>", table.split("<tbody>")[1], re.S)]
     assert sorted(methods) == sorted(set(rob["method"]))
+
+
+def test_slurm_scoring_equals_scoring_in_process(run, tmp_path):
+    if not sbatch_available():
+        if os.environ.get("MMER_REQUIRE_SLURM") == "1":
+            pytest.fail("MMER_REQUIRE_SLURM=1 but sbatch is not on PATH (start the cluster with .ci/slurm/start.sh)")
+        pytest.skip("no SLURM here (sbatch is not on PATH; .ci/slurm/start.sh starts a single-node cluster)")
+    out, _, rob = run
+    copy = tmp_path / "run"
+    _copy_without_robustness(out, copy, tmp_path / "cache")
+    root = Path(__file__).resolve().parents[1]  # the SLURM jobs import mmer_bench from the working directory
+    done = subprocess.run([sys.executable, "-m", "mmer_bench.cli", "robustness", str(copy), "--conditions",
+                           ",".join(CONDITIONS), "--launcher", "slurm", "--cpus-per-job", "1", "--time", "10"],
+                          capture_output=True, text=True, timeout=900, cwd=root)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    records = json.loads((copy / robustness.LAUNCH_DIR / "launch" / "slurm.json").read_text())
+    assert len(records) == 3 and all(r["slurm_id"] for r in records.values())
+    key = ["method", "fold", "seed", "condition", "task", "metric"]
+    a = rob.sort_values(key, na_position="first").reset_index(drop=True)
+    b = pd.read_parquet(copy / "robustness.parquet").sort_values(key, na_position="first").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[key + ["status"]], b[key + ["status"]])
+    np.testing.assert_array_equal(a["value"].to_numpy(), b["value"].to_numpy())
