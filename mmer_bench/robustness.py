@@ -372,8 +372,8 @@ def plan_units(run_dir: Path, conditions: list[Condition], data_root: str | None
                            str(d / UNIT_DIR), tuple(s for s in specs[d].get("depends_on", ()) if s in ids.values()),
                            data_root, workers)
         if {(c.name, c.version) for c in conditions} - _done(d):
-            # Its records lack a condition (deleted, or written by a process that was killed after
-            # DONE): the unit runs again and adds only what is missing.
+            # Its records lack a condition its DONE claims (the records were deleted or replaced):
+            # the unit runs again and adds only what is missing.
             (d / UNIT_DIR / "DONE").unlink(missing_ok=True)
         units.append(unit)
     return units
