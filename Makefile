@@ -13,6 +13,8 @@ BENCH_ARGS ?=
 LAUNCHER ?= local
 JOBS ?= 1
 ROBUSTNESS ?= 1
+# more options of the robustness step, e.g. ROBUSTNESS_ARGS="--partition gpu --time 30" with LAUNCHER=slurm
+ROBUSTNESS_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
@@ -34,7 +36,7 @@ bench: setup
 		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(METHODS),--methods $(METHODS)) \
 		$(if $(ENCODER),--encoder $(ENCODER)) $(BENCH_ARGS)
 	$(if $(filter 1,$(ROBUSTNESS)),$(PY) -m mmer_bench.cli robustness $(OUT) --publish leaderboard \
-		$(if $(DATA_ROOT),--data-root $(DATA_ROOT)))
+		--launcher $(LAUNCHER) --jobs $(JOBS) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(ROBUSTNESS_ARGS))
 
 test: setup
 	$(PY) -m pytest -q

@@ -204,9 +204,10 @@ def _slurm_options(args):
             raise SystemExit(f"--sbatch {option!r}: expected KEY=VALUE (an sbatch option without its dashes, "
                              "e.g. --sbatch account=mylab)")
         extra[key.lstrip("-")] = value
-    devices = _devices(args.devices) if args.devices else 1
-    return SlurmOptions(partition=args.partition, time_min=args.time, gpus_per_job=args.gpus_per_job or 0,
-                        cpus_per_job=args.cpus_per_job, mem=args.mem, num_nodes=args.num_nodes or 1,
+    # `mmer robustness` has no device options: its jobs score on one CPU task each.
+    devices = _devices(args.devices) if getattr(args, "devices", None) else 1
+    return SlurmOptions(partition=args.partition, time_min=args.time, gpus_per_job=getattr(args, "gpus_per_job", 0) or 0,
+                        cpus_per_job=args.cpus_per_job, mem=args.mem, num_nodes=getattr(args, "num_nodes", 1) or 1,
                         tasks_per_node=devices if isinstance(devices, int) and devices > 1 else 1, sbatch=extra)
 
 
@@ -326,7 +327,8 @@ def cmd_robustness(args) -> int:
     results = pd.read_parquet(run_dir / "results.parquet")
     corpus_name = results["corpus"].iloc[0]
     conditions = _split(args.conditions) or load_benchmark_config(args.config, corpus_name)[0].robustness
-    rob = score_run(run_dir, conditions, data_root=args.data_root, workers=args.workers)
+    rob = score_run(run_dir, conditions, data_root=args.data_root, workers=args.workers, jobs=args.jobs,
+                    launcher=args.launcher, slurm=_slurm_options(args) if args.launcher == "slurm" else None)
     # The leaderboard is rebuilt by the runner's own merge (verdicts included), which appends the
     # robustness section; a run folder without job specs gets the plain table and the section.
     specs = [json.loads(p.read_text()).get("job") for p in sorted(run_dir.glob("jobs/*/*/job.json"))]
@@ -453,8 +455,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="where the corpus is now (default: the data root the run used)")
     p.add_argument("--workers", type=int, help="extraction processes (default: all cores)")
     p.add_argument("--threads", type=int, help="torch threads")
-    p.add_argument("--publish", help="also write DIR/CORPUS.md with the robustness table, the plots and "
-                   "DIR/CORPUS-robustness.parquet")
+    p.add_argument("--publish", help="also write DIR/CORPUS.md and DIR/CORPUS.html with the robustness table, "
+                   "the plots and DIR/CORPUS-robustness.parquet")
+    g = p.add_argument_group("launching: one unit per finished job, as for mmer bench")
+    g.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="local: this machine (default); slurm: one SLURM job per finished job, through submitit")
+    g.add_argument("--jobs", type=int, default=1,
+                   help="local: jobs scored in parallel, each in its own process (default 1: one after another here)")
+    g.add_argument("--partition", help="slurm: partition")
+    g.add_argument("--time", type=int, default=60, help="slurm: time limit of each job in minutes (default 60)")
+    g.add_argument("--cpus-per-job", type=int, help="slurm: CPUs of each job")
+    g.add_argument("--mem", help="slurm: memory of each job, e.g. 16G")
+    g.add_argument("--sbatch", action="append", metavar="KEY=VALUE",
+                   help="slurm: any other sbatch option, repeatable (e.g. --sbatch account=mylab)")
     p.set_defaults(func=cmd_robustness)
 
     p = sub.add_parser("download", help="fetch a public corpus into the data root")

@@ -22,7 +22,7 @@ from mmer_bench.jobs import method_class
 from mmer_bench.registry import CORPORA, METHODS
 from mmer_bench.report import leaderboard_markdown
 from mmer_bench.results import write_parquet, write_text
-from mmer_bench.robustness_report import robustness_section
+from mmer_bench.robustness_report import robustness_for, robustness_section
 
 
 def git_commit() -> str:
@@ -191,15 +191,14 @@ def _collect(out: Path, corpus, publish: str | None, final: bool, manifest, logg
 
     manifest = manifest if manifest is not None else corpus.manifest()
     provenance = provenance_of(results)
-    markdown, verdicts = write_reports(out, corpus, results, preds, provenance, manifest, markdown_name="leaderboard")
-    section = robustness_section(out, results, corpus, publish)  # robustness_report.py; "" without one
-    if section:
-        write_text(out / "leaderboard.md", markdown + section)
+    # The robustness section of an earlier `mmer robustness` (None without one): one table object
+    # renders both the markdown and the page, its plots written beside each of them.
+    markdown, verdicts = write_reports(out, corpus, results, preds, provenance, manifest, markdown_name="leaderboard",
+                                       robustness=robustness_for(out, results, corpus, out))
     if publish:
         write_parquet(results, Path(publish) / f"{corpus.name}.parquet")  # first: the index reads it
-        published, _ = write_reports(Path(publish), corpus, results, preds, provenance, manifest)
-        if section:
-            write_text(Path(publish) / f"{corpus.name}.md", published + section)
+        write_reports(Path(publish), corpus, results, preds, provenance, manifest,
+                      robustness=robustness_for(out, results, corpus, publish))
     if "wandb" in loggers:
         from mmer_bench import wandb_log
 

@@ -17,11 +17,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
 from mmer_bench import stats
 from mmer_bench.results import write_text
 
-_PAGE = """<!DOCTYPE html>
+_PAGE = """{% macro table(id, header, rows) %}<table class="leaderboard" id="{{ id }}">
+<thead><tr>{% for h in header %}<th title="click to sort">{{ h }}</th>{% endfor %}</tr></thead>
+<tbody>
+{% for row in rows %}<tr class="{{ row.css }}">{% for cell in row.cells %}<td data-sort="{{ cell[1] }}"{% if cell[2] %} title="{{ cell[2] }}"{% endif %}>{{ cell[0] }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>{% endmacro -%}
+{% macro figures(items) %}{% for figure in items %}<figure><img src="{{ figure.src }}" alt="{{ figure.alt }}"><figcaption>{{ figure.alt }}</figcaption></figure>
+{% endfor %}{% endmacro -%}
+<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{{ corpus }} leaderboard - mmer-bench</title>
 <meta name="mmer-summary" content="{{ summary }}">
@@ -47,17 +55,20 @@ img { max-width: 100%; }
 <h2 id="{{ task.name }}">{{ task.name }} <small>({{ task.describe }})</small></h2>
 <p>{{ task.interval }}</p>
 {% if task.friedman %}<p>{{ task.friedman }}</p>{% endif %}
-<table class="leaderboard" id="table-{{ task.name }}">
-<thead><tr>{% for h in task.header %}<th title="click to sort">{{ h }}</th>{% endfor %}</tr></thead>
-<tbody>
-{% for row in task.rows %}<tr class="{{ row.css }}">{% for cell in row.cells %}<td data-sort="{{ cell[1] }}">{{ cell[0] }}</td>{% endfor %}</tr>
-{% endfor %}</tbody></table>
+{{ table("table-" ~ task.name, task.header, task.rows) }}
 <p><small>best: highest mean {{ task.primary }}; tied: not worse than the best at 0.05 after Holm's correction;
 worse: significantly worse. ECE: top-label expected calibration error, 15 bins; Brier: multi-class
 Brier score (sum over classes); NLL: negative log-likelihood; mean over runs.</small></p>
-{% for figure in task.figures %}<figure><img src="{{ figure.src }}" alt="{{ figure.alt }}"><figcaption>{{ figure.alt }}</figcaption></figure>
+{{ figures(task.figures) }}
 {% endfor %}
-{% endfor %}
+{% if robustness %}
+<h2 id="robustness">{{ robustness.title }}</h2>
+<p>{{ robustness.intro | code }}</p>
+{{ table("table-robustness", robustness.header, robustness.rows) }}
+{% if robustness.summary_rows %}<p>{{ robustness.summary_intro | code }}</p>
+{{ table("table-robustness-summary", robustness.summary_header, robustness.summary_rows) }}{% endif %}
+{{ figures(robustness.figures) }}
+{% endif %}
 <script>
 // For checks in a browser: how many figures decoded (a broken image has naturalWidth 0).
 window.addEventListener("load", function () {
@@ -229,9 +240,11 @@ def _slug(text: str) -> str:
 
 def corpus_page(directory: Path, corpus, results: pd.DataFrame, predictions: pd.DataFrame | None,
                 verdicts: dict[str, stats.TaskVerdicts], tables: dict[str, tuple[list[str], list[dict]]],
-                provenance: dict) -> Path:
+                provenance: dict, robustness=None) -> Path:
     """Write ``directory/<corpus>.html`` and its figures; ``tables`` holds each task's (header, rows)
-    as the markdown report renders them (each row: cells, sort keys, method)."""
+    as the markdown report renders them (each row: cells, sort keys, method). ``robustness``: the
+    run's robustness_report.RobustnessTable (its plots already in ``directory``), the same object
+    the markdown section is rendered from."""
     from jinja2 import Environment
 
     directory = Path(directory)
@@ -281,8 +294,9 @@ def corpus_page(directory: Path, corpus, results: pd.DataFrame, predictions: pd.
         best = first.rows.loc[first.best]
         summary = f"{first.best}: {first.primary} {_fmt(first.primary, best[first.primary])}"
     env = Environment(autoescape=True)
+    env.filters["code"] = _code
     text = env.from_string(_PAGE).render(
-        corpus=corpus.name, summary=summary, tasks=task_blocks,
+        corpus=corpus.name, summary=summary, tasks=task_blocks, robustness=_robustness_block(robustness),
         provenance=[("Protocol", corpus.protocol), ("Command", provenance.get("command", "")),
                     ("Commit", provenance.get("git_commit", "")), ("Generated", provenance.get("generated_at", "")),
                     ("Runs", provenance.get("runs", ""))])
@@ -290,6 +304,22 @@ def corpus_page(directory: Path, corpus, results: pd.DataFrame, predictions: pd.
     write_text(path, text)
     write_index(directory)
     return path
+
+
+def _code(text: str) -> Markup:
+    """Escaped text with its markdown `code` spans as <code> (the robustness notes are written once,
+    for both the markdown and the page)."""
+    return Markup(re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text)))
+
+
+def _robustness_block(table) -> dict | None:
+    if table is None:
+        return None
+    return {"title": table.title, "intro": table.intro, "header": table.header, "rows": table.rows,
+            "summary_intro": table.summary_intro, "summary_header": table.summary_header,
+            "summary_rows": table.summary_rows,
+            "figures": [{"src": name, "alt": f"{method}: test score versus speech SNR (additive noise)"}
+                        for method, name in table.plots.items()]}
 
 
 def write_index(directory: Path) -> Path:
@@ -350,9 +380,10 @@ def across_corpora(directory: Path) -> dict | None:
 
 def write_reports(directory: Path, corpus, results: pd.DataFrame, predictions: pd.DataFrame | None,
                   provenance: dict, manifest: pd.DataFrame | None = None,
-                  markdown_name: str | None = None) -> tuple[str, dict]:
+                  markdown_name: str | None = None, robustness=None) -> tuple[str, dict]:
     """The verdicts, ``directory/<markdown_name or corpus>.md`` linking ``directory/<corpus>.html``,
-    its figures and the index. Returns the markdown and the verdicts."""
+    its figures and the index. ``robustness`` (a robustness_report.RobustnessTable whose plots are
+    in ``directory``) adds its section to both. Returns the markdown and the verdicts."""
     from mmer_bench.report import corpus_verdicts, markdown_lines
 
     directory = Path(directory)
@@ -362,7 +393,7 @@ def write_reports(directory: Path, corpus, results: pd.DataFrame, predictions: p
                                         f"{jobs['fold'].nunique()} folds x {jobs['seed'].nunique()} seeds"}
     page = f"{corpus.name}.html"
     lines, tables = markdown_lines(results, corpus, provenance, verdicts, page)
-    markdown = "\n".join(lines) + "\n"
+    markdown = "\n".join(lines) + "\n" + (robustness.markdown() if robustness is not None else "")
     write_text(directory / f"{markdown_name or corpus.name}.md", markdown)
-    corpus_page(directory, corpus, results, predictions, verdicts, tables, provenance)
+    corpus_page(directory, corpus, results, predictions, verdicts, tables, provenance, robustness)
     return markdown, verdicts

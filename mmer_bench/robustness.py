@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,21 +37,27 @@ from mmer_bench.registry import EXTRACTORS
 log = logging.getLogger(__name__)
 
 SCORED, NA, UNAFFECTED, NOT_APPLICABLE = "scored", "n/a", "unaffected", "not applicable"
+CONDITION_SEED = 0  # the base seed of every perturbation (perturb.clip_seed)
+
+
+def _test_part(corpus, manifest: pd.DataFrame, fold) -> tuple[pd.DataFrame, str]:
+    """The fold's test clips and their manifest hash (the perturbed features' store key reads it)."""
+    test_manifest = manifest[manifest["clip_id"].isin(set(fold.test))].reset_index(drop=True)
+    return test_manifest, corpus.manifest_hash(test_manifest)
 
 
 class ConditionDataModule(CorpusDataModule):
     """A fold's data module whose test part is under ``condition``; train and val (and the
     scalers fitted on train) are exactly the clean ones."""
 
-    def __init__(self, *args, condition: Condition, condition_seed: int = 0, **kwargs):
+    def __init__(self, *args, condition: Condition, condition_seed: int = CONDITION_SEED, **kwargs):
         super().__init__(*args, **kwargs)
         self.condition, self.condition_seed = condition, condition_seed
 
     def features(self) -> dict[str, FeatureSet]:
         clean = super().features()
         test_ids = set(self.fold.test)
-        test_manifest = self.manifest[self.manifest["clip_id"].isin(test_ids)].reset_index(drop=True)
-        test_hash = self.corpus.manifest_hash(test_manifest)
+        test_manifest, test_hash = _test_part(self.corpus, self.manifest, self.fold)
         out = {}
         for name, extractor_name in self.inputs.items():
             extractor = EXTRACTORS.get(extractor_name)(**self.extractor_params.get(extractor_name, {}))
@@ -88,7 +95,7 @@ def condition_status(method_cls, inputs: dict[str, str], condition: Condition,
 def evaluate_condition(model, corpus, manifest, fold, inputs: dict[str, str], scaling: dict[str, str], store,
                        condition: Condition, batch_size: int = 32, extractor_params: dict | None = None,
                        skip_missing: bool = False, workers: int | None = None, dialogues: bool = False,
-                       condition_seed: int = 0) -> tuple[str, str, dict | None]:
+                       condition_seed: int = CONDITION_SEED) -> tuple[str, str, dict | None]:
     """(status, reason, test predictions {task: {clip_id, probs, target}} or None) of a trained
     model on its fold's test part under the condition. ``fold`` is the fold the model's scalers
     were fitted on (train + val when it was refit)."""
@@ -194,6 +201,8 @@ def _append(job_dir: Path, rows: list[dict], preds: list[pd.DataFrame]) -> None:
             continue
         path = job_dir / name
         old = pd.read_parquet(path) if path.exists() else None
+        if old is not None:  # records of an earlier version of a condition scored again give way
+            old = old[~old["condition"].isin(set(new["condition"]))]
         write_parquet(pd.concat([old, new], ignore_index=True) if old is not None else new, path)
 
 
@@ -308,28 +317,162 @@ def default_conditions(run_dir: Path) -> list[Condition]:
     return list(perturb.CONDITIONS.values())
 
 
-def score_run(run_dir: str | Path, conditions: list[str] | None = None, data_root: str | None = None,
-              workers: int | None = None) -> pd.DataFrame:
-    """Score every finished job of a run under the conditions it lacks (training jobs first, then
-    the stacking jobs that read them) and merge every job's records into RUN_DIR/robustness.parquet."""
-    from mmer_bench.results import write_parquet
+# --- scoring through the launchers (one unit per finished job) -----------------------------------
+UNIT_DIR = "robustness"  # inside a job folder: the unit's lock, HOLDER, DONE, FAILED and log
+LAUNCH_DIR = "robustness-launch"  # inside the run folder: the launcher's plan (and SLURM logs)
 
-    run_dir = Path(run_dir)
-    chosen = [perturb.get_condition(c) for c in conditions] if conditions else default_conditions(run_dir)
+
+@dataclass(frozen=True)
+class ScoringUnit:
+    """One finished job to score under ``conditions``: a launcher spec (launchers.py), picklable.
+    It writes only its job folder's robustness.parquet and robustness_predictions.parquet (and
+    its marker folder ``<job>/robustness/``); a stacking unit runs after its sources' units."""
+
+    job_id: str  # the job's own id, "<method>/<fold>-seed<seed>"
+    kind: str  # train | stack
+    job_dir: str
+    conditions: tuple[str, ...]
+    config_hash: str  # of the conditions and their versions: DONE of another set does not count
+    out_dir: str  # <job_dir>/robustness
+    depends_on: tuple[str, ...] = ()
+    data_root: str | None = None
+    workers: int | None = None
+
+
+def run_unit(unit: ScoringUnit) -> dict:
+    """Score one job (the launchers' run function), then mark the unit done."""
+    from mmer_bench.results import write_text
+
+    conditions = [perturb.get_condition(c) for c in unit.conditions]
+    if unit.kind == "stack":
+        added = score_stacking_job(Path(unit.job_dir), conditions, unit.data_root)
+    else:
+        added = score_training_job(Path(unit.job_dir), conditions, unit.data_root, unit.workers)
+    write_text(Path(unit.out_dir) / "DONE", json.dumps({"config_hash": unit.config_hash}))
+    return {"conditions_added": added}
+
+
+def plan_units(run_dir: Path, conditions: list[Condition], data_root: str | None = None,
+               workers: int | None = None) -> list[ScoringUnit]:
+    """A unit per finished job of the run, training jobs first, each stacking job depending on the
+    units of its sources."""
+    from mmer_bench.features.store import stable_hash
+
     jobs = _job_dirs(run_dir)
     if not jobs:
         raise RobustnessError(f"{run_dir}: no finished job (jobs/<method>/<fold>-seed<seed>/DONE)")
-    stacking = [d for d in jobs if json.loads((d / "job.json").read_text()).get("job", {}).get("kind") == "stack"]
-    for d in jobs:
-        if d not in stacking:
-            score_training_job(d, chosen, data_root, workers)
-    for d in stacking:
-        score_stacking_job(d, chosen, data_root)
-    # Every condition the jobs were scored under (earlier calls with other --conditions too), in
-    # its current version: records of a condition since changed are left out, not mixed in.
-    frames = [pd.read_parquet(d / ROBUSTNESS_FILE) for d in jobs if (d / ROBUSTNESS_FILE).exists()]
-    merged = pd.concat(frames, ignore_index=True)
-    current = {(c.name, c.version) for c in perturb.CONDITIONS.values()}
-    merged = merged[[(c, v) in current for c, v in zip(merged["condition"], merged["condition_version"])]]
-    write_parquet(merged.reset_index(drop=True), run_dir / ROBUSTNESS_FILE)
+    names = tuple(c.name for c in conditions)
+    digest = stable_hash(sorted((c.name, c.version) for c in conditions))
+    specs = {d: json.loads((d / "job.json").read_text()).get("job", {}) for d in jobs}
+    ids = {d: f"{d.parent.name}/{d.name}" for d in jobs}
+    units = []
+    for d in sorted(jobs, key=lambda d: specs[d].get("kind") == "stack"):
+        unit = ScoringUnit(ids[d], "stack" if specs[d].get("kind") == "stack" else "train", str(d), names, digest,
+                           str(d / UNIT_DIR), tuple(s for s in specs[d].get("depends_on", ()) if s in ids.values()),
+                           data_root, workers)
+        if {(c.name, c.version) for c in conditions} - _done(d):
+            # Its records lack a condition its DONE claims (the records were deleted or replaced):
+            # the unit runs again and adds only what is missing.
+            (d / UNIT_DIR / "DONE").unlink(missing_ok=True)
+        units.append(unit)
+    return units
+
+
+def prepare_conditions(units: list[ScoringUnit], conditions: list[Condition], workers: int | None = None) -> int:
+    """Extract, here and once, every perturbed feature set the units will read, so that units
+    running side by side never extract the same key (the runner's ``prepare_features`` for the
+    clean ones). Returns how many entries were extracted. A condition that cannot act on a feature
+    is left to the unit, which records it."""
+    from mmer_bench.features.base import extract
+    from mmer_bench.registry import METHODS
+
+    seen: set = set()
+    clean_sets: dict = {}
+    extracted = 0
+    for unit in units:
+        if unit.kind != "train":
+            continue
+        job_dir = Path(unit.job_dir)
+        todo = [c for c in conditions if (c.name, c.version) not in _done(job_dir)]
+        if not todo:
+            continue
+        spec, corpus, manifest, fold, _, store = _load_context(job_dir, unit.data_root)
+        config = spec.config
+        cls = METHODS.get(spec.method)
+        manifest_hash = corpus.manifest_hash(manifest)
+        test_manifest, test_hash = _test_part(corpus, manifest, fold)
+        scored = [c for c in todo if condition_status(cls, config["inputs"], c)[0] == SCORED]
+        extractors = [EXTRACTORS.get(e)(**config["features"].get(e, {})) for e in sorted(set(config["inputs"].values()))]
+        if scored:  # the clean features the unit reads: in the store since the bench, as a rule
+            for extractor in extractors:
+                clean_key = (str(store.root), extractor.name, extractor.cache_key(manifest_hash))
+                if clean_key not in seen and not store.has(extractor.name, clean_key[2]):
+                    extract(extractor, manifest, manifest_hash, store, workers)
+                seen.add(clean_key)
+        for condition in scored:
+            if condition.removes:
+                continue
+            for extractor in extractors:
+                if not perturb.applies(condition, extractor):
+                    continue
+                key = extractor.cache_key(test_hash, perturbation=condition.key(CONDITION_SEED))
+                if (str(store.root), extractor.name, key) in seen or store.has(extractor.name, key):
+                    continue
+                seen.add((str(store.root), extractor.name, key))
+                clean_key = (str(store.root), extractor.name, extractor.cache_key(manifest_hash))
+                if clean_key not in clean_sets:  # read back from the store
+                    clean_sets[clean_key] = extract(extractor, manifest, manifest_hash, store, workers)
+                log.info("extracting %s under %s for %s %s", extractor.name, condition.name, corpus.name, fold.name)
+                try:
+                    perturb.perturbed_features(condition, extractor, test_manifest, test_hash, store,
+                                               clean_sets[clean_key], CONDITION_SEED, workers)
+                except NotApplicable:
+                    continue
+                extracted += 1
+    return extracted
+
+
+def merge_run(run_dir: Path, job_dirs: list[Path]) -> pd.DataFrame:
+    """Every job's records in one RUN_DIR/robustness.parquet, written under the run's merge lock.
+    Every condition the jobs were scored under (earlier calls with other --conditions too), in its
+    current version: records of a condition since changed are left out, not mixed in."""
+    from mmer_bench.collect import merge_lock
+    from mmer_bench.results import write_parquet
+
+    with merge_lock(run_dir):
+        frames = [pd.read_parquet(d / ROBUSTNESS_FILE) for d in job_dirs if (d / ROBUSTNESS_FILE).exists()]
+        if not frames:
+            raise RobustnessError(f"{run_dir}: no job holds robustness records")
+        merged = pd.concat(frames, ignore_index=True)
+        current = {(c.name, c.version) for c in perturb.CONDITIONS.values()}
+        merged = merged[[(c, v) in current for c, v in zip(merged["condition"], merged["condition_version"])]]
+        merged = merged.reset_index(drop=True)
+        write_parquet(merged, run_dir / ROBUSTNESS_FILE)
+    return merged
+
+
+def score_run(run_dir: str | Path, conditions: list[str] | None = None, data_root: str | None = None,
+              workers: int | None = None, jobs: int = 1, launcher: str = "local", slurm=None,
+              progress=None) -> pd.DataFrame:
+    """Score every finished job of a run under the conditions it lacks and merge every job's
+    records into RUN_DIR/robustness.parquet. One unit per job goes through a launcher
+    (launchers.py: ``jobs`` = 1 in this process, one after another; more, a local pool; or
+    SLURM), training jobs before the stacking jobs that read them; the perturbed features are
+    extracted here first. Where a unit runs never changes its records."""
+    from mmer_bench.launchers import make_launcher
+
+    run_dir = Path(run_dir)
+    chosen = [perturb.get_condition(c) for c in conditions] if conditions else default_conditions(run_dir)
+    units = plan_units(run_dir, chosen, data_root, workers)
+    prepare_conditions(units, chosen, workers)
+    # Scoring runs the models on the CPU (the checkpoints load there) and every feature it reads
+    # is in the store by now: local workers get CPU threads, no GPU.
+    runner = make_launcher(launcher, run_dir / LAUNCH_DIR, jobs=jobs, slurm=slurm, progress=progress, gpus_per_job=0)
+    outcomes = runner.run(units, run_unit)
+    merged = merge_run(run_dir, [Path(u.job_dir) for u in units])
+    failures = [o for o in outcomes.values() if o.status == "failed"]
+    if failures:
+        lines = "\n".join(f"  {f.job_id}: {f.error}" + (f" (log: {f.log})" if f.log else "") for f in failures)
+        raise RobustnessError(f"{len(failures)} of {len(units)} jobs could not be scored (the records of the others "
+                              f"are merged into {run_dir / ROBUSTNESS_FILE}):\n{lines}")
     return merged

@@ -4,20 +4,15 @@ browser (Debian's chromium): the table rows and figures are there and the page i
 Without chromium the browser test skips with the reason; ``MMER_REQUIRE_BROWSER=1`` (set by
 ``.ci/run``) makes it fail instead."""
 
-import os
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
+from browser import loaded_dom, run_browser
 
 from mmer_bench.html_report import write_reports
 from mmer_bench.registry import CORPORA
-
-BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def fake_runs(corpus, methods: dict[str, float], folds: list[str], seeds: list[int], clips_per_fold=120,
@@ -98,32 +93,12 @@ def test_pages_and_figures_written(pages):
                            for kind in ("runs", "cd", "confusion", "reliability"))
 
 
-def browser() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("MMER_REQUIRE_BROWSER") == "1":
-            pytest.fail("MMER_REQUIRE_BROWSER=1 but no chromium on PATH (apt-get install -y chromium)")
-        pytest.skip("no chromium on PATH (apt-get install -y chromium); MMER_REQUIRE_BROWSER=1 makes this fail")
-    return path
-
-
-def run_browser(tmp_path, *args) -> subprocess.CompletedProcess:
-    profile = tmp_path / "profile"
-    profile.mkdir(exist_ok=True)
-    return subprocess.run([browser(), *BROWSER_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000",
-                           *args], capture_output=True, text=True, timeout=120)
-
-
 def test_page_in_a_headless_browser(pages, tmp_path):
     out, _, _ = pages
     url = (out / "synthetic.html").as_uri()
-    dom = run_browser(tmp_path, "--dump-dom", url)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    body = re.search(r"<body([^>]*)>", dom.stdout).group(1)
-    images = int(re.search(r'data-images="(\d+)"', body).group(1))
-    loaded = int(re.search(r'data-images-loaded="(\d+)"', body).group(1))
+    dom, images, loaded = loaded_dom(tmp_path, out / "synthetic.html")
     assert images == 4 and loaded == images  # runs, CD, confusion, reliability: all decoded
-    table = re.search(r'<table class="leaderboard" id="table-emotion">(.*?)</table>', dom.stdout, re.S).group(1)
+    table = re.search(r'<table class="leaderboard" id="table-emotion">(.*?)</table>', dom, re.S).group(1)
     methods = re.findall(r'<tr class="[a-z]*"><td data-sort="([^"]+)">', table)
     assert sorted(methods) == ["chance", "close", "strong", "weak"]
 
@@ -137,3 +112,58 @@ def test_page_in_a_headless_browser(pages, tmp_path):
     # A blank (white) page has no variance; text, table and plots give plenty, on much of the page.
     assert pixels.std() > 20, f"screenshot looks blank (pixel std {pixels.std():.1f})"
     assert (pixels < 200).mean() > 0.02
+
+
+def fake_robustness(results: pd.DataFrame, rng) -> pd.DataFrame:
+    """Records as `mmer robustness` writes them: "strong" under every white-noise level (falling
+    with the SNR) and n/a with the speech removed; the others unaffected."""
+    rows = []
+    runs = results[results["split"] == "test"].drop_duplicates(["method", "fold", "seed"])
+    for _, run in runs.iterrows():
+        key = {"corpus": run["corpus"], "method": run["method"], "fold": run["fold"], "seed": run["seed"],
+               "split": "test", "task": "emotion", "condition_version": "1"}
+        for condition, drop in (("speech-white-20db", 0.0), ("speech-white-10db", 0.1), ("speech-white-5db", 0.2),
+                                ("speech-white-0db", 0.4), ("speech-removed", None)):
+            if run["method"] != "strong":
+                rows.append({**key, "condition": condition, "status": "unaffected", "reason": "reads no speech input",
+                             "metric": None, "value": float("nan")})
+            elif drop is None:
+                rows.append({**key, "condition": condition, "status": "n/a", "metric": None, "value": float("nan"),
+                             "reason": "its only modality (speech) is removed"})
+            else:
+                rows.append({**key, "condition": condition, "status": "scored", "reason": "inputs ['speech']",
+                             "metric": "accuracy", "value": 0.8 - drop + 0.01 * rng.standard_normal()})
+    return pd.DataFrame(rows)
+
+
+def test_robustness_section_is_the_same_on_the_page_and_in_the_markdown(tmp_path):
+    from mmer_bench.robustness_report import robustness_table, snr_plots
+
+    corpus = CORPORA.get("synthetic")()
+    rng = np.random.default_rng(1)
+    results, predictions = fake_runs(corpus, {"strong": 0.8, "weak": 0.4, "chance": 0.17}, ["fold0", "fold1"], [0],
+                                     rng=rng)
+    rob = fake_robustness(results, rng)
+    table = robustness_table(rob, results, corpus, snr_plots(rob, results, corpus, tmp_path))
+    markdown = write_reports(tmp_path, corpus, results, predictions, {"command": "mmer robustness"},
+                             robustness=table)[0]
+    page = (tmp_path / "synthetic.html").read_text()
+    assert markdown.endswith(table.markdown()) and (tmp_path / "synthetic.md").read_text() == markdown
+    section = markdown.split("## Robustness")[1]
+    md_rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in section.splitlines()
+               if line.startswith("| ") and not line.startswith("| Method")]
+    body = re.search(r'<table class="leaderboard" id="table-robustness">.*?<tbody>(.*?)</tbody>', page, re.S).group(1)
+    html_rows = [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)]
+                 for r in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)]
+    assert html_rows == md_rows[:3] and [r[0] for r in html_rows] == ["strong", "weak", "chance"]
+    assert html_rows[0][-1] == "n/a" and html_rows[1][2] == "·"
+    assert 'title="speech-removed: n/a, its only modality (speech) is removed">n/a</td>' in page
+    assert "<code>mmer robustness</code>" in page  # the note's markdown code spans, as HTML
+    assert table.plots == {"strong": "synthetic-robustness-strong.png"}
+    assert '<img src="synthetic-robustness-strong.png"' in page
+    assert (tmp_path / "synthetic-robustness-strong.png").stat().st_size > 1000
+    # The relative robustness of "strong": the trapezoid area under its mean curve.
+    strong = rob[(rob["method"] == "strong") & (rob["status"] == "scored")].groupby("condition")["value"].mean()
+    clean = results.query("method == 'strong' and split == 'test' and metric == 'accuracy'")["value"].mean()
+    curve = [clean, *(strong[f"speech-white-{snr}db"] for snr in (20, 10, 5, 0))]
+    assert f"| strong | {100 * np.trapezoid(curve, dx=0.25):.2f} |" in markdown
