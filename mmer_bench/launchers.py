@@ -48,15 +48,24 @@ from mmer_bench.results import write_text
 log = logging.getLogger(__name__)
 
 LAUNCH_DIR = "launch"  # under the run folder: plan.json and slurm.json, written by the parent only
-# SLURM states of a job that still runs or will (sacct's names; a job in another state is over).
-ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
-                       "READY", "UNKNOWN"}
+# SLURM states of a job that still runs or will (sacct's names; a job in another state is over). Not
+# COMPLETING: a job in it is ending (a cancelled one is killed, for up to KillWait, in that state).
+ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "SUSPENDED", "RESIZING", "READY",
+                       "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "UNKNOWN"}
+# Ended by the scheduler, not by anything of the job's own (scancel, pre-emption, a lost node): the
+# job is submitted again within the launch. TIMEOUT, DEADLINE and OUT_OF_MEMORY are not: the same
+# request would end the same way, so they wait for the next launch (perhaps with more --time or --mem).
+RESUBMIT_SLURM_STATES = {"CANCELLED", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "REVOKED"}
+# A job submitted again may start (on another node) while its killed predecessor still holds the
+# job's lock: SLURM kills it within KillWait (30 s by default) plus UnkillableStepTimeout (60 s).
+SLURM_LOCK_WAIT_S = 180.0
 
 
 @dataclass
 class Outcome:
     """What became of one job in one launch. ``status``: done (ran and finished), skipped (found
-    finished), failed, submitted (detached SLURM launch), busy (another process holds its lock)."""
+    finished), failed, submitted (detached SLURM launch), busy (another process holds its lock),
+    resubmit (killed by the scheduler: the launch starts it again)."""
 
     job_id: str
     status: str
@@ -122,12 +131,12 @@ class JobLock:
         except (OSError, ValueError):
             return None
 
-    def acquire(self) -> bool:
+    def acquire(self, timeout: float = 0.0) -> bool:
         import filelock
 
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
-            self._lock.acquire(timeout=0)
+            self._lock.acquire(timeout=timeout, poll_interval=1.0)
         except filelock.Timeout:
             return False
         previous = self.holder()
@@ -192,10 +201,10 @@ def _job_log(path: Path | None):
             root.setLevel(level)
 
 
-def execute(spec, run_fn: Callable, capture_log: bool = False) -> Outcome:
+def execute(spec, run_fn: Callable, capture_log: bool = False, lock_wait_s: float = 0.0) -> Outcome:
     """Run one job under its lock: skip it when finished, report 'busy' when another process holds
-    it, write ``FAILED`` (the traceback) when it raises. The launchers call this in-process, in a
-    pool worker or inside a SLURM job."""
+    it (after waiting up to ``lock_wait_s`` for it), write ``FAILED`` (the traceback) when it
+    raises. The launchers call this in-process, in a pool worker or inside a SLURM job."""
     started = time.time()
     out = job_folder(spec)
     if is_finished(spec):
@@ -203,7 +212,7 @@ def execute(spec, run_fn: Callable, capture_log: bool = False) -> Outcome:
     if _rank() != 0:
         return Outcome(spec.job_id, "done", value=run_fn(spec))
     lock = JobLock(out)
-    if not lock.acquire():
+    if not lock.acquire() and not (lock_wait_s > 0 and _wait_for_lock(lock, lock_wait_s)):
         return Outcome(spec.job_id, "busy", error=f"{out} is being trained by {lock.describe_holder()}")
     try:
         if is_finished(spec):  # another process finished it while this one waited
@@ -231,9 +240,42 @@ def execute(spec, run_fn: Callable, capture_log: bool = False) -> Outcome:
         lock.release()
 
 
+def _wait_for_lock(lock: JobLock, seconds: float) -> bool:
+    log.warning("%s: held by %s; waiting up to %.0f s for it (a killed predecessor of this job may still be "
+                "ending)", lock.dir, lock.describe_holder(), seconds)
+    return lock.acquire(timeout=seconds)
+
+
 class JobFailed(RuntimeError):
     """Raised inside a SLURM job whose run failed, so that SLURM records it as failed (a stacking
     job waiting on it with ``afterok`` is then cancelled instead of started)."""
+
+
+def _run_on_at_time_limit() -> None:
+    """submitit answers SLURM's warning before the time limit (``signal_delay_s``) by raising
+    ``UncompletedJobError`` inside the running function when it cannot checkpoint it; ``execute``
+    would take that for the job's own error and write ``FAILED``. Let the job run on instead: it
+    may still finish, else SLURM ends it as TIMEOUT, with no ``DONE`` and no error of its own, and
+    it runs again at the next launch. Pre-emption (the same signal before the limit) still goes
+    through submitit: it requeues the job."""
+    import signal
+
+    from submitit.core.utils import UncompletedJobError
+
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")  # submitit's setting for that signal
+    signum = getattr(signal, name if name.startswith("SIG") else f"SIG{name}", None)
+    previous = signal.getsignal(signum) if signum is not None else None
+    if not callable(previous):
+        return
+
+    def on_signal(number, frame):
+        try:
+            previous(number, frame)
+        except UncompletedJobError as exc:
+            log.warning("%s The job runs on until SLURM stops it at its time limit (state TIMEOUT: no DONE, it "
+                        "runs again at the next launch).", exc)
+
+    signal.signal(signum, on_signal)
 
 
 def execute_or_raise(spec, run_fn: Callable) -> Outcome:
@@ -242,7 +284,9 @@ def execute_or_raise(spec, run_fn: Callable) -> Outcome:
         import torch
 
         torch.set_num_threads(int(cpus))
-    outcome = execute(spec, run_fn, capture_log=True)
+    if os.environ.get("SLURM_JOB_ID"):
+        _run_on_at_time_limit()
+    outcome = execute(spec, run_fn, capture_log=True, lock_wait_s=SLURM_LOCK_WAIT_S)
     if outcome.status == "failed":
         raise JobFailed(f"{outcome.error} [log: {outcome.log}]")
     return outcome
@@ -334,6 +378,11 @@ class Launcher:
                         waiting.append(job_id)
                         not_before[job_id] = time.time() + self.retry_busy_after_s
                         board.busy(job_id, outcome.error)
+                        continue
+                    if outcome.status == "resubmit":
+                        # The scheduler killed it (or its source was submitted again): start it anew.
+                        waiting.append(job_id)
+                        board.resubmitted(job_id, outcome.error)
                         continue
                     outcomes[job_id] = outcome
                     board.finished(outcome)
@@ -576,6 +625,7 @@ class SlurmOptions:
     setup: list = field(default_factory=list)  # shell lines run before the job (module load ...)
     signal_delay_s: int = 90
     poll_s: float = 2.0
+    max_resubmits: int = 3  # per job and launch: a job the scheduler keeps killing fails in the end
 
     def executor_parameters(self) -> dict:
         params = {"time": self.time_min, "nodes": self.num_nodes, "signal_delay_s": self.signal_delay_s,
@@ -604,7 +654,19 @@ class SlurmLauncher(Launcher):
     ``--dependency=afterok:<its sources>`` and ``--kill-on-invalid-dep=yes``, so it starts only
     after them and is cancelled when one fails. ``run_dir/launch/slurm.json`` records the SLURM id
     of every submitted job: a later launch attaches to those still queued or running instead of
-    submitting them twice, and re-submits those that ended without ``DONE``."""
+    submitting them twice, and re-submits those that ended without ``DONE``.
+
+    How a job that ended without ``DONE`` is told apart (SLURM's state through submitit, and
+    whether the job left its own result, never its log text):
+
+    - its own error (a Python exception: submitit's result file holds it, ``FAILED`` its
+      traceback): failed, with its log, as with the other launchers;
+    - killed by the scheduler (``RESUBMIT_SLURM_STATES``: scancel, pre-emption, a lost node; no
+      result file): submitted again within this launch, at most ``max_resubmits`` times; its
+      dependents, which wait on the killed job, are cancelled and submitted again after it;
+    - ended at its time limit or out of memory (TIMEOUT, OUT_OF_MEMORY, DEADLINE; no result file)
+      or crashed: failed in this launch (the same request would end the same way), never
+      counted, and submitted again by the next launch."""
 
     name = "slurm"
     slots = 10**9
@@ -620,7 +682,16 @@ class SlurmLauncher(Launcher):
         self.records_path = self.run_dir / LAUNCH_DIR / "slurm.json"
         self.records = self._read_records()
         self._attached: set[str] = set()
+        self._ended: set[str] = set()  # SLURM ids seen ended: never attached to again
+        self._resubmits: dict[str, int] = {}
+        self._failed: set[str] = set()  # jobs this launch reported failed
+        self._specs: dict = {}
         self._last_force = 0.0
+
+    def run(self, specs, run_fn):
+        specs = list(specs)
+        self._specs = {s.job_id: s for s in specs}
+        return super().run(specs, run_fn)
 
     def _read_records(self) -> dict:
         try:
@@ -642,16 +713,32 @@ class SlurmLauncher(Launcher):
         executor.update_parameters(**params)
         return executor
 
+    @staticmethod
+    def _state(job, mode: str = "cache") -> str:
+        """The job's SLURM state as sacct names it, through submitit's watcher ("CANCELLED by 0" ->
+        "CANCELLED"; "UNKNOWN" while accounting does not know the job yet)."""
+        state = job.watcher.get_state(job.job_id, mode=mode).split()
+        return state[0].upper() if state else "UNKNOWN"
+
     def _attach(self, spec):
-        """The SLURM job of an earlier launch for this spec, when it is still queued or running."""
+        """The SLURM job of an earlier launch for this spec, when it is still queued or running. A job
+        that SLURM has ended or is ending (cancelled and still being killed: COMPLETING, CANCELLED)
+        is not running, whatever squeue still lists: the spec is submitted anew."""
         import submitit
 
         record = self.records.get(spec.job_id)
         if not record or record.get("config_hash") != getattr(spec, "config_hash", None):
             return None
+        if str(record["slurm_id"]) in self._ended:
+            return None
         job = submitit.SlurmJob(folder=record["folder"], job_id=record["slurm_id"])
-        state = job.watcher.get_state(job.job_id, mode="force").split()[0].upper()
-        return job if state in ACTIVE_SLURM_STATES and not job.paths.result_pickle.exists() else None
+        if job.paths.result_pickle.exists():
+            return None  # it ended: finished (skipped before this) or failed
+        state = self._state(job, mode="force")
+        if state == "UNKNOWN":
+            # not (or no longer) in accounting: only the controller's queue can say it is alive
+            state = squeue_state(job.job_id) or "GONE"
+        return job if state in ACTIVE_SLURM_STATES else None
 
     def _start(self, spec, run_fn, running_deps):
         job = self._attach(spec)
@@ -687,10 +774,32 @@ class SlurmLauncher(Launcher):
             next(iter(running.values())).watcher.update()
             self._last_force = time.time()
         finished = []
+        collected: set[str] = set()
         for job_id, job in running.items():
-            if not job.done():
+            if job_id in collected:  # a dependent already sent back with its killed source
                 continue
+            done = job.done()
+            state, has_result = self._state(job), job.paths.result_pickle.exists()
+            # submitit counts PREEMPTED as not done (it expects a requeue): over here, as is any state
+            # that is neither active nor COMPLETING (a job being killed, not decided yet)
+            if not (done or has_result or state not in ACTIVE_SLURM_STATES | {"COMPLETING"}):
+                continue
+            sources = self._specs[job_id].depends_on if job_id in self._specs else ()
+            if any(d in running and d not in collected for d in sources):
+                # SLURM cancels a dependent when its source ends without success: decide about the
+                # dependent once its source is decided (failed: it fails with it; killed: both run anew)
+                continue
+            collected.add(job_id)
             record = self.records.get(job_id, {})
+            if not has_result and state in RESUBMIT_SLURM_STATES:
+                if any(d in self._failed for d in sources):
+                    # cancelled by SLURM because a source failed (the launch names that source)
+                    finished.append((job_id, Outcome(job_id, "failed", slurm_id=str(job.job_id),
+                                                     error="SLURM cancelled it: a source failed")))
+                    self._failed.add(job_id)
+                else:
+                    finished.extend(self._resubmit(job_id, job, state, running, collected))
+                continue
             try:
                 outcome = job.result()
             except FailedJobError as exc:
@@ -703,17 +812,52 @@ class SlurmLauncher(Launcher):
                     job_log = job_log.rstrip("]")
                 outcome = Outcome(job_id, "failed", error=error, log=job_log)
             except UncompletedJobError as exc:
-                state = job.watcher.get_state(job.job_id, mode="force")
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                outcome = Outcome(job_id, "failed", error=f"SLURM job {job.job_id} ended {state} without finishing "
-                                  f"({first}); it runs again at the next launch", log=record.get("stderr"))
+                self._ended.add(str(job.job_id))
+                state = self._state(job, mode="force")
+                if state == "TIMEOUT":
+                    error = (f"SLURM job {job.job_id} reached its time limit ({self.options.time_min} min) before "
+                             "finishing; it runs again at the next launch (a longer --time lets it finish)")
+                else:
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    error = (f"SLURM job {job.job_id} ended {state} without finishing ({first}); it runs again at "
+                             "the next launch")
+                outcome = Outcome(job_id, "failed", error=error, log=record.get("stderr"))
             outcome.slurm_id = str(job.job_id)
-            if outcome.status == "failed" and outcome.log is None:
-                outcome.log = record.get("stderr")
+            if outcome.status == "failed":
+                self._failed.add(job_id)
+                outcome.log = outcome.log or record.get("stderr")
             finished.append((job_id, outcome))
         if not finished:
             time.sleep(min(timeout, self.options.poll_s))
         return finished
+
+    def _resubmit(self, job_id: str, job, state: str, running: dict, collected: set) -> list[tuple[str, Outcome]]:
+        """A job the scheduler killed goes back to the launch's queue (``resubmit``), and so do its
+        dependents still waiting on the killed job (cancelled here: their ``afterok`` can never be met)."""
+        self._ended.add(str(job.job_id))
+        count = self._resubmits[job_id] = self._resubmits.get(job_id, 0) + 1
+        if count > self.options.max_resubmits:
+            self._failed.add(job_id)
+            return [(job_id, Outcome(job_id, "failed", slurm_id=str(job.job_id), log=self.records.get(job_id, {}).get(
+                "stderr"), error=f"SLURM job {job.job_id} ended {state} without finishing, the {count}th time in "
+                "this launch; it runs again at the next launch"))]
+        log.warning("%s: SLURM job %s ended %s without finishing (killed by the scheduler, no error of its own): "
+                    "submitting it again (%d/%d)", job_id, job.job_id, state, count, self.options.max_resubmits)
+        back = [(job_id, Outcome(job_id, "resubmit", slurm_id=str(job.job_id),
+                                 error=f"SLURM job {job.job_id} ended {state} before finishing: submitted again"))]
+        anew = [job_id]
+        while anew:  # and the dependents of those dependents
+            source = anew.pop()
+            for other, handle in running.items():
+                if other in collected or source not in getattr(self._specs.get(other), "depends_on", ()):
+                    continue
+                subprocess.run(["scancel", str(handle.job_id)], capture_output=True)
+                self._ended.add(str(handle.job_id))
+                collected.add(other)
+                anew.append(other)
+                back.append((other, Outcome(other, "resubmit", slurm_id=str(handle.job_id),
+                                            error=f"its source {source} is submitted again")))
+        return back
 
 
 def make_launcher(kind: str, run_dir, jobs: int = 1, slurm: SlurmOptions | None = None, detach: bool = False,
@@ -727,6 +871,16 @@ def make_launcher(kind: str, run_dir, jobs: int = 1, slurm: SlurmOptions | None 
             raise RuntimeError("--launcher slurm needs the SLURM client commands (sbatch, sacct) on PATH")
         return SlurmLauncher(run_dir, slurm, detach, progress)
     raise ValueError(f"unknown launcher {kind!r}: local or slurm")
+
+
+def squeue_state(slurm_id: str) -> str | None:
+    """A job's state in the controller's queue (None once it has left it, or without squeue)."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", str(slurm_id), "-o", "%T"], capture_output=True, text=True,
+                             timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0].strip().upper() if out else None
 
 
 def slurm_state(slurm_id: str) -> str | None:

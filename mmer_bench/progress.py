@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from mmer_bench.launchers import LAUNCH_DIR, holder_state, slurm_state
+from mmer_bench.launchers import ACTIVE_SLURM_STATES, LAUNCH_DIR, JobLock, Outcome, holder_state, slurm_state
 
 STATES = ("done", "running", "failed", "waiting")
 
@@ -75,6 +75,12 @@ class Board:
         self.running_since.pop(job_id, None)
         self.changed(job_id)
 
+    def resubmitted(self, job_id: str, reason: str | None) -> None:
+        """The scheduler killed the job (or its source): the launch starts it again."""
+        self.state[job_id] = "waiting"
+        self.running_since.pop(job_id, None)
+        self.changed(job_id, Outcome(job_id, "resubmit", error=reason))
+
     def tick(self) -> None:
         pass
 
@@ -122,6 +128,8 @@ class LineBoard(Board):
             detail = f" in {_duration(outcome.seconds)}"
         if outcome is not None and outcome.status == "failed":
             detail = f": {outcome.error}" + (f" (log: {outcome.log})" if outcome.log else "")
+        if outcome is not None and outcome.status == "resubmit":
+            detail = f": {outcome.error}"
         if job_id in self.slurm and state == "running":
             detail += f" (SLURM job {self.slurm[job_id]})"
         if outcome is not None and outcome.status == "skipped":
@@ -210,6 +218,9 @@ def run_status(run_dir: str | Path) -> list[dict]:
                 finished = False
         holder = holder_state(out)
         sstate = slurm_state(record["slurm_id"]) if record.get("slurm_id") and not finished else None
+        if (holder == "running" and sstate not in ACTIVE_SLURM_STATES | {None, "COMPLETING"}
+                and str((JobLock(out).holder() or {}).get("slurm_job_id")) == str(record.get("slurm_id"))):
+            holder = "ended"  # held by its SLURM job, which SLURM has ended: a killed process, not a live one
         if finished:
             row["state"] = "done"
         elif holder == "running":

@@ -18,7 +18,7 @@ class StandInSpec:
     depends_on: tuple = ()
     config_hash: str = "h0"
     value: int = 1
-    behaviour: str = "ok"  # ok | fail | die | sleep:<s>
+    behaviour: str = "ok"  # ok | fail | die | sleep:<s> | sleep-first:<s>
 
 
 def run_stand_in(spec: StandInSpec) -> int:
@@ -30,6 +30,11 @@ def run_stand_in(spec: StandInSpec) -> int:
         os._exit(9)  # a process killed from outside: no exception, no DONE
     if spec.behaviour.startswith("sleep:"):
         time.sleep(float(spec.behaviour.split(":")[1]))
+    if spec.behaviour.startswith("sleep-first:"):  # the first attempt sleeps (to be killed), later ones do not
+        attempts = out / "attempts"
+        if not attempts.exists():
+            attempts.write_text("1")
+            time.sleep(float(spec.behaviour.split(":")[1]))
     import torch
 
     sources = [json.loads((Path(spec.out_dir).parent / d / "result.json").read_text())["value"] for d in spec.depends_on]

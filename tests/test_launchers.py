@@ -255,17 +255,89 @@ def test_slurm_detach_then_a_second_launch_attaches_and_reruns_a_cancelled_job(t
         assert time.time() < deadline, "job a never started"
         time.sleep(0.5)
     subprocess.run(["scancel", first["a"]["slurm_id"]], check=True)
-    # A later launch, not one racing the kill: until the job has left the queue it still reads as
-    # running, and a launch attaching to it then reports it failed (the launch after that re-runs it).
-    deadline = time.time() + 120
-    while subprocess.run(["squeue", "-h", "-j", first["a"]["slurm_id"]], capture_output=True, text=True).stdout.strip():
-        assert time.time() < deadline, "the cancelled job never left the queue"
-        time.sleep(0.5)
-    # the next launch re-submits a (and the stacking job SLURM cancelled with it), attaches to b
+    # The next launch comes at once, while SLURM still kills a (squeue lists it for KillWait): it
+    # re-submits a (and the stacking job SLURM cancelled with it) and attaches to b.
     outcomes = SlurmLauncher(tmp_path, slurm, progress=QuietBoard()).run(specs(tmp_path), run_stand_in)
     assert {j: o.status for j, o in outcomes.items()} in ({"a": "done", "b": "done", "s": "done"},
                                                            {"a": "done", "b": "skipped", "s": "done"})
     second = json.loads((tmp_path / "launch" / "slurm.json").read_text())
     assert second["a"]["slurm_id"] != first["a"]["slurm_id"]
     assert second["b"]["slurm_id"] == first["b"]["slurm_id"]  # not submitted twice
-    assert outcomes["s"].value == 13
+    assert not (tmp_path / "jobs" / "a" / "FAILED").exists()
+    assert results_of(tmp_path) == results_of(in_process_run(tmp_path))
+
+
+def in_process_run(tmp_path: Path) -> Path:
+    local = tmp_path / "local"
+    outcomes = InProcessLauncher(local, QuietBoard()).run(specs(local), run_stand_in)
+    assert {o.status for o in outcomes.values()} == {"done"}
+    return local
+
+
+def results_of(root: Path) -> dict:
+    return {j: result(root, j)["value"] for j in "abs"}
+
+
+def _cancel_when_running(root: Path, job: str, cancelled: list) -> None:
+    """Plays the scheduler: kills ``job``'s SLURM job once it runs (holds the job's lock)."""
+    deadline = time.time() + 120
+    while not (root / "jobs" / job / "HOLDER").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    slurm_id = json.loads((root / "launch" / "slurm.json").read_text())[job]["slurm_id"]
+    subprocess.run(["scancel", slurm_id], check=True)
+    cancelled.append(slurm_id)
+
+
+@pytest.mark.slow
+def test_slurm_job_killed_while_the_launch_waits_is_submitted_again_in_that_launch(tmp_path, slurm):
+    import threading
+
+    cancelled: list[str] = []
+    killer = threading.Thread(target=_cancel_when_running, args=(tmp_path, "a", cancelled))
+    killer.start()
+    outcomes = SlurmLauncher(tmp_path, slurm, progress=QuietBoard()).run(specs(tmp_path, a="sleep-first:120"),
+                                                                      run_stand_in)
+    killer.join()
+    assert len(cancelled) == 1, "job a never started"
+    # killed mid-run: submitted again, not counted as failed; its dependent waited for the new one
+    assert {j: o.status for j, o in outcomes.items()} == {"a": "done", "b": "done", "s": "done"}
+    records = json.loads((tmp_path / "launch" / "slurm.json").read_text())
+    assert records["a"]["slurm_id"] != cancelled[0]
+    assert subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", cancelled[0]], capture_output=True,
+                          text=True).stdout.split()[0] == "CANCELLED"
+    assert not (tmp_path / "jobs" / "a" / "FAILED").exists()
+    assert results_of(tmp_path) == results_of(in_process_run(tmp_path))
+
+
+@pytest.mark.slow
+def test_slurm_warning_before_the_time_limit_does_not_fail_a_job(tmp_path, slurm):
+    # SLURM's warning signal (signal_delay_s before the limit) that submitit turns into an error
+    # inside a job it cannot checkpoint: the job runs on and finishes, counted once.
+    job_spec = specs(tmp_path, a="sleep:10")[:1]
+    launcher = SlurmLauncher(tmp_path, slurm, detach=True, progress=QuietBoard())
+    launcher.run(job_spec, run_stand_in)
+    slurm_id = json.loads((tmp_path / "launch" / "slurm.json").read_text())["a"]["slurm_id"]
+    deadline = time.time() + 120
+    while not (tmp_path / "jobs" / "a" / "HOLDER").exists():
+        assert time.time() < deadline, "job a never started"
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal", "USR2", slurm_id], check=True)
+    outcomes = SlurmLauncher(tmp_path, slurm, progress=QuietBoard()).run(job_spec, run_stand_in)
+    assert outcomes["a"].status == "done" and outcomes["a"].slurm_id == slurm_id
+    assert not (tmp_path / "jobs" / "a" / "FAILED").exists()
+    assert "timed-out and not checkpointable" in (tmp_path / "jobs" / "a" / "job.log").read_text()
+
+
+@pytest.mark.slow
+def test_slurm_job_at_its_time_limit_fails_uncounted_and_runs_at_the_next_launch(tmp_path, slurm):
+    slurm.time_min = 1  # SLURM's smallest limit; the job would sleep longer
+    outcomes = SlurmLauncher(tmp_path, slurm, progress=QuietBoard()).run(specs(tmp_path, a="sleep:600")[:1],
+                                                                         run_stand_in)
+    assert outcomes["a"].status == "failed"
+    assert "reached its time limit (1 min) before finishing; it runs again at the next launch" in outcomes["a"].error
+    assert not (tmp_path / "jobs" / "a" / "DONE").exists() and not (tmp_path / "jobs" / "a" / "FAILED").exists()
+    row = run_status(tmp_path)[0]
+    assert row["state"] == "failed" and row["note"].endswith("runs again at the next launch")
+    slurm.time_min = 5
+    outcomes = SlurmLauncher(tmp_path, slurm, progress=QuietBoard()).run(specs(tmp_path)[:1], run_stand_in)
+    assert outcomes["a"].status == "done" and result(tmp_path, "a")["value"] == 1
