@@ -384,7 +384,7 @@ def prepare_conditions(units: list[ScoringUnit], conditions: list[Condition], wo
     clean ones). Returns how many entries were extracted. A condition that cannot act on a feature
     is left to the unit, which records it."""
     from mmer_bench.features.base import extract
-    from mmer_bench.registry import METHODS
+    from mmer_bench.jobs import method_class
 
     seen: set = set()
     clean_sets: dict = {}
@@ -398,7 +398,7 @@ def prepare_conditions(units: list[ScoringUnit], conditions: list[Condition], wo
             continue
         spec, corpus, manifest, fold, _, store = _load_context(job_dir, unit.data_root)
         config = spec.config
-        cls = METHODS.get(spec.method)
+        cls = method_class(spec)  # a variant: its base class
         manifest_hash = corpus.manifest_hash(manifest)
         test_manifest, test_hash = _test_part(corpus, manifest, fold)
         scored = [c for c in todo if condition_status(cls, config["inputs"], c)[0] == SCORED]
