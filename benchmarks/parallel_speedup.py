@@ -3,10 +3,12 @@
     MMER_CACHE=... python benchmarks/parallel_speedup.py --data-root ../shared/data [--jobs 2]
 
 The matrix: luna2022-au-mlp, egemaps-mlp, compare-mlp, williams2018-bilstm and luna2022-fusion
-(over the sources benchmarks/ravdess.yaml fuses that are in this run), 5 folds, seed 0, the
-hyperparameters of benchmarks/ravdess.yaml. The features are extracted first (not timed), so both
-runs read them from the cache. Each run is a fresh ``mmer bench`` command into its own folder;
-prints both wall times, their ratio, and whether every test metric is identical.
+(over the sources benchmarks/ravdess.yaml fuses that are in this run), 5 folds (or ``--folds``),
+the seeds and hyperparameters of benchmarks/ravdess.yaml (``--seeds`` for fewer). The features
+are extracted first (not timed), so both runs read them from the cache. Each run is a fresh
+``mmer bench`` command into its own folder, both with ``--threads 1`` (one torch thread per job:
+the thread count changes CPU kernels' summation order, so the two runs must share it); prints
+both wall times, their ratio, and whether every test metric is identical.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ METHODS = ["luna2022-au-mlp", "egemaps-mlp", "compare-mlp", "williams2018-bilstm
 
 def bench(config: Path, data_root: str, out: Path, jobs: int, loggers: str, folds: str | None) -> float:
     command = [sys.executable, "-m", "mmer_bench.cli", "bench", "ravdess", "--config", str(config),
-               "--data-root", data_root, "--out", str(out), "--jobs", str(jobs), "--loggers", loggers]
+               "--data-root", data_root, "--out", str(out), "--jobs", str(jobs), "--loggers", loggers,
+               "--threads", "1"]
     if folds:
         command += ["--folds", folds]
     started = time.perf_counter()
@@ -47,11 +50,14 @@ def main() -> int:
     parser.add_argument("--work", help="folder for the two runs (default: a temporary one)")
     parser.add_argument("--methods", default=",".join(METHODS), help="a smaller matrix on a busy machine")
     parser.add_argument("--folds", help="e.g. fold0,fold1 (default: all 5)")
+    parser.add_argument("--seeds", help="e.g. 0 (default: those of benchmarks/ravdess.yaml)")
     args = parser.parse_args()
     methods = args.methods.split(",")
 
     conf = yaml.safe_load((ROOT / "benchmarks" / "ravdess.yaml").read_text())
     conf["methods"] = methods
+    if args.seeds:
+        conf["seeds"] = [int(s) for s in args.seeds.split(",")]
     fused = conf.get("hparams", {}).get("luna2022-fusion", {}).get("fuse")
     if fused:
         conf["hparams"]["luna2022-fusion"]["fuse"] = [m for m in fused if m in methods]
@@ -60,7 +66,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     config = work / "ravdess-features.yaml"
     config.write_text(yaml.safe_dump(conf))
-    print(f"methods {', '.join(methods)}; folds {args.folds or 'all'}; fusion of {conf['hparams'].get('luna2022-fusion', {}).get('fuse')}; "
+    print(f"methods {', '.join(methods)}; folds {args.folds or 'all'}; seeds {conf.get('seeds')}; fusion of {conf['hparams'].get('luna2022-fusion', {}).get('fuse')}; "
           f"loggers {args.loggers}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}", flush=True)
 
     from mmer_bench.features.base import extract

@@ -146,6 +146,7 @@ def with_encoder(features: dict, hparams: dict, encoder: str) -> tuple[dict, dic
 
 
 def cmd_bench(args) -> int:
+    from mmer_bench.launchers import DEFAULT_THREADS
     from mmer_bench.runner import BenchConfig, run_bench
 
     if args.threads:
@@ -186,6 +187,7 @@ def cmd_bench(args) -> int:
         gpus_per_job=args.gpus_per_job if args.gpus_per_job is not None else 1,
         slurm=_slurm_options(args) if args.launcher == "slurm" else None,
         detach=args.detach,
+        threads=args.threads or DEFAULT_THREADS,
     )
     results = run_bench(config)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0 and (Path(config.out) / "leaderboard.md").exists():
@@ -314,6 +316,7 @@ def cmd_robustness(args) -> int:
 
     from mmer_bench.collect import collect, render
     from mmer_bench.jobs import corpus_of
+    from mmer_bench.launchers import DEFAULT_THREADS
     from mmer_bench.registry import CORPORA
     from mmer_bench.results import write_parquet, write_text
     from mmer_bench.robustness import score_run
@@ -328,7 +331,8 @@ def cmd_robustness(args) -> int:
     corpus_name = results["corpus"].iloc[0]
     conditions = _split(args.conditions) or load_benchmark_config(args.config, corpus_name)[0].robustness
     rob = score_run(run_dir, conditions, data_root=args.data_root, workers=args.workers, jobs=args.jobs,
-                    launcher=args.launcher, slurm=_slurm_options(args) if args.launcher == "slurm" else None)
+                    launcher=args.launcher, slurm=_slurm_options(args) if args.launcher == "slurm" else None,
+                    threads=args.threads or DEFAULT_THREADS)
     # The leaderboard is rebuilt by the runner's own merge (verdicts included), which appends the
     # robustness section; a run folder without job specs gets the plain table and the section.
     specs = [json.loads(p.read_text()).get("job") for p in sorted(run_dir.glob("jobs/*/*/job.json"))]
@@ -401,14 +405,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-missing", action="store_true", help="leave out clips lacking features (counted)")
     p.add_argument("--cache-dir", help="feature cache (default $MMER_CACHE or ~/.cache/mmer-bench)")
     p.add_argument("--workers", type=int, help="extraction processes (default: all cores)")
-    p.add_argument("--threads", type=int, help="torch threads per process (1 is fastest for small models on busy CPUs)")
+    p.add_argument("--threads", type=int,
+                   help="torch threads of each job, whatever --jobs and --launcher (default 1: the thread count "
+                        "changes CPU kernels' summation order, so it is fixed to keep runs comparable; recorded "
+                        "in results.parquet)")
     p.add_argument("--publish", help="also write DIR/CORPUS.md and DIR/CORPUS.parquet (e.g. leaderboard)")
     p.add_argument("--num-nodes", type=int, help="nodes of one job (Lightning DDP; with --launcher slurm)")
     g = p.add_argument_group("launching (see README, Running on a cluster)")
     g.add_argument("--launcher", choices=["local", "slurm"], default="local",
                    help="local: worker processes on this machine (default); slurm: one SLURM job per job")
     g.add_argument("--jobs", type=int, default=1,
-                   help="local: jobs at once, each with its own GPU or cores // N threads (1: in this process)")
+                   help="local: jobs at once, each with its own GPU where GPUs exist (1: in this process)")
     g.add_argument("--gpus-per-job", type=int, help="GPUs of each job (local default 1 where GPUs exist; slurm 0)")
     g.add_argument("--partition", help="slurm: partition")
     g.add_argument("--time", type=int, default=60, help="slurm: time limit of each job in minutes (default 60)")

@@ -74,6 +74,8 @@ def method_variant(spec) -> str:
 def write_records(spec, corpus, fold, predictions: dict, n_params: int, started: float, info: dict,
                   features: dict | None = None, skipped: dict | None = None) -> None:
     """A finished job's folder: results.parquet, predictions.parquet, job.json, then DONE."""
+    import torch  # the job's own process: its torch thread count is part of how the numbers came
+
     job_dir = Path(spec.out)
     tasks = {t.name: t for t in corpus.tasks}
     key = {"corpus": corpus.name, "method": spec.method, "fold": fold.name, "seed": spec.seed}
@@ -91,7 +93,7 @@ def write_records(spec, corpus, fold, predictions: dict, n_params: int, started:
         "wall_time_s": time.time() - started, "train_time_s": info["train_time_s"], "n_params": int(n_params),
         "n_train": sizes["train"], "n_val": sizes["val"], "n_test": sizes["test"],
         "n_skipped": len(skipped or {}), "precision": trainer["precision"],
-        "devices": str(trainer["devices"]), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "devices": str(trainer["devices"]), "threads": torch.get_num_threads(), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": spec.config["command"], "variant": method_variant(spec),
         "recipe": info.get("recipe", ""),  # a stacker's: "inner-cv" or "in-sample"
         # A named variant's row: the registered method it trains ("" for other rows); job.json

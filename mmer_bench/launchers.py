@@ -47,6 +47,10 @@ from mmer_bench.results import write_text
 
 log = logging.getLogger(__name__)
 
+# Torch threads of each job unless --threads says otherwise: the same whatever --jobs or the
+# launcher, because the thread count changes the summation order of CPU kernels (an LSTM's
+# numbers moved by up to 2 points between 2 threads in-process and 1 per pool worker).
+DEFAULT_THREADS = 1
 LAUNCH_DIR = "launch"  # under the run folder: plan.json and slurm.json, written by the parent only
 # SLURM states of a job that still runs or will (sacct's names; a job in another state is over). Not
 # COMPLETING: a job in it is ending (a cancelled one is killed, for up to KillWait, in that state).
@@ -278,12 +282,12 @@ def _run_on_at_time_limit() -> None:
     signal.signal(signum, on_signal)
 
 
-def execute_or_raise(spec, run_fn: Callable) -> Outcome:
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-    if cpus:  # torch would take every core of the node, not the job's share
+def execute_or_raise(spec, run_fn: Callable, threads: int | None = None) -> Outcome:
+    threads = threads or os.environ.get("SLURM_CPUS_PER_TASK")
+    if threads:  # else torch would take every core of the node, not the job's share
         import torch
 
-        torch.set_num_threads(int(cpus))
+        torch.set_num_threads(int(threads))
     if os.environ.get("SLURM_JOB_ID"):
         _run_on_at_time_limit()
     outcome = execute(spec, run_fn, capture_log=True, lock_wait_s=SLURM_LOCK_WAIT_S)
@@ -444,7 +448,15 @@ class InProcessLauncher(Launcher):
 
     name = "local"
 
+    def __init__(self, run_dir=None, progress=None, threads: int | None = None):
+        super().__init__(run_dir, progress)
+        self.threads = threads
+
     def _start(self, spec, run_fn, running_deps):
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
         return execute(spec, run_fn)
 
     def _wait(self, running, timeout):
@@ -472,12 +484,12 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def slot_devices(jobs: int, gpus: list[str], gpus_per_job: int = 1, cores: int | None = None) -> list[dict]:
+def slot_devices(jobs: int, gpus: list[str], gpus_per_job: int = 1, cores: int | None = None,
+                 threads: int | None = None) -> list[dict]:
     """Each slot's environment and torch threads: ``gpus_per_job`` GPUs of its own per slot
-    (round-robin, with a warning, when there are fewer than slots need), or on a CPU-only machine
-    ``max(1, cores // jobs)`` threads each."""
-    cores = cores or cpu_count()
-    threads = max(1, cores // jobs)
+    (round-robin, with a warning, when there are fewer than slots need), and ``threads`` torch
+    threads (unset: ``max(1, cores // jobs)``, a share of the cores)."""
+    threads = threads or max(1, (cores or cpu_count()) // jobs)
     if not gpus:
         return [{"env": {"CUDA_VISIBLE_DEVICES": ""} if os.environ.get("CUDA_VISIBLE_DEVICES") is not None else {},
                  "threads": threads} for _ in range(jobs)]
@@ -546,12 +558,12 @@ class LocalLauncher(Launcher):
     name = "local"
 
     def __init__(self, jobs: int, run_dir=None, progress=None, gpus_per_job: int = 1, gpus: list[str] | None = None,
-                 cores: int | None = None):
+                 cores: int | None = None, threads: int | None = None):
         super().__init__(run_dir, progress)
         if jobs < 1:
             raise ValueError(f"--jobs must be at least 1, got {jobs}")
         self.slots = jobs
-        self.slot_config = slot_devices(jobs, visible_gpus() if gpus is None else gpus, gpus_per_job, cores)
+        self.slot_config = slot_devices(jobs, visible_gpus() if gpus is None else gpus, gpus_per_job, cores, threads)
         self._workers: list[_Slot | None] = [None] * jobs
 
     def _start(self, spec, run_fn, running_deps):
@@ -605,7 +617,7 @@ class LocalLauncher(Launcher):
 def make_local(jobs: int = 1, **kwargs) -> Launcher:
     """``--jobs 1`` runs in this process; more jobs get a pool."""
     if jobs == 1:
-        return InProcessLauncher(kwargs.get("run_dir"), kwargs.get("progress"))
+        return InProcessLauncher(kwargs.get("run_dir"), kwargs.get("progress"), kwargs.get("threads"))
     return LocalLauncher(jobs, **kwargs)
 
 
@@ -626,6 +638,7 @@ class SlurmOptions:
     signal_delay_s: int = 90
     poll_s: float = 2.0
     max_resubmits: int = 3  # per job and launch: a job the scheduler keeps killing fails in the end
+    threads: int | None = None  # torch threads of each job (unset: its CPUs, SLURM_CPUS_PER_TASK)
 
     def executor_parameters(self) -> dict:
         params = {"time": self.time_min, "nodes": self.num_nodes, "signal_delay_s": self.signal_delay_s,
@@ -733,7 +746,9 @@ class SlurmLauncher(Launcher):
             return None
         job = submitit.SlurmJob(folder=record["folder"], job_id=record["slurm_id"])
         if job.paths.result_pickle.exists():
-            return None  # it ended: finished (skipped before this) or failed
+            # It ended. Failed: run it anew. Finished since this launch's skip check: collect it
+            # (re-submitting it would only skip, and the test of a single submission would race).
+            return job if is_finished(spec) and _succeeded(job) else None
         state = self._state(job, mode="force")
         if state == "UNKNOWN":
             # not (or no longer) in accounting: only the controller's queue can say it is alive
@@ -752,7 +767,7 @@ class SlurmLauncher(Launcher):
             self._attached.add(str(job.job_id))
             return job
         dependency = "afterok:" + ":".join(str(j.job_id) for j in running_deps) if running_deps else None
-        job = self._executor(dependency).submit(execute_or_raise, spec, run_fn)
+        job = self._executor(dependency).submit(execute_or_raise, spec, run_fn, self.options.threads)
         self.records[spec.job_id] = {"slurm_id": str(job.job_id), "folder": str(self.folder / "%j"),
                                      "config_hash": getattr(spec, "config_hash", None),
                                      "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
@@ -861,16 +876,30 @@ class SlurmLauncher(Launcher):
 
 
 def make_launcher(kind: str, run_dir, jobs: int = 1, slurm: SlurmOptions | None = None, detach: bool = False,
-                  progress=None, gpus_per_job: int = 1) -> Launcher:
+                  progress=None, gpus_per_job: int = 1, threads: int | None = None) -> Launcher:
+    """``threads``: torch threads of every job, wherever it runs (None: each launcher's share of
+    the cores)."""
     if kind == "local":
         if detach:
             raise ValueError("--detach needs --launcher slurm (a local pool ends with its command)")
-        return make_local(jobs, run_dir=run_dir, progress=progress, gpus_per_job=gpus_per_job)
+        return make_local(jobs, run_dir=run_dir, progress=progress, gpus_per_job=gpus_per_job, threads=threads)
     if kind == "slurm":
         if not sbatch_available():
             raise RuntimeError("--launcher slurm needs the SLURM client commands (sbatch, sacct) on PATH")
+        slurm = slurm or SlurmOptions()
+        if threads and not slurm.threads:
+            slurm = dataclasses.replace(slurm, threads=threads)
         return SlurmLauncher(run_dir, slurm, detach, progress)
     raise ValueError(f"unknown launcher {kind!r}: local or slurm")
+
+
+def _succeeded(job) -> bool:
+    """Whether a SLURM job that has a result pickle returned (rather than raised)."""
+    try:
+        job.result()
+    except Exception:  # submitit's FailedJobError and whatever unpickling a stale result raises
+        return False
+    return True
 
 
 def squeue_state(slurm_id: str) -> str | None:

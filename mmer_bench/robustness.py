@@ -453,7 +453,7 @@ def merge_run(run_dir: Path, job_dirs: list[Path]) -> pd.DataFrame:
 
 def score_run(run_dir: str | Path, conditions: list[str] | None = None, data_root: str | None = None,
               workers: int | None = None, jobs: int = 1, launcher: str = "local", slurm=None,
-              progress=None) -> pd.DataFrame:
+              progress=None, threads: int | None = 1) -> pd.DataFrame:
     """Score every finished job of a run under the conditions it lacks and merge every job's
     records into RUN_DIR/robustness.parquet. One unit per job goes through a launcher
     (launchers.py: ``jobs`` = 1 in this process, one after another; more, a local pool; or
@@ -467,7 +467,8 @@ def score_run(run_dir: str | Path, conditions: list[str] | None = None, data_roo
     prepare_conditions(units, chosen, workers)
     # Scoring runs the models on the CPU (the checkpoints load there) and every feature it reads
     # is in the store by now: local workers get CPU threads, no GPU.
-    runner = make_launcher(launcher, run_dir / LAUNCH_DIR, jobs=jobs, slurm=slurm, progress=progress, gpus_per_job=0)
+    runner = make_launcher(launcher, run_dir / LAUNCH_DIR, jobs=jobs, slurm=slurm, progress=progress, gpus_per_job=0,
+                           threads=threads)
     outcomes = runner.run(units, run_unit)
     merged = merge_run(run_dir, [Path(u.job_dir) for u in units])
     failures = [o for o in outcomes.values() if o.status == "failed"]

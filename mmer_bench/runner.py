@@ -20,7 +20,7 @@ import pandas as pd
 
 from mmer_bench.collect import collect
 from mmer_bench.jobs import compatible_methods, corpus_of, method_inputs, plan_jobs, rank, run_spec
-from mmer_bench.launchers import SlurmOptions, make_launcher
+from mmer_bench.launchers import DEFAULT_THREADS, SlurmOptions, make_launcher
 from mmer_bench.train import BestWeights, monitor
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class BenchConfig:
     num_nodes: int = 1  # one job over several nodes (Lightning; under SLURM one task per GPU)
     launcher: str = "local"  # local | slurm (launchers.py)
     jobs: int = 1  # local: worker processes (1: every job in this process, one after another)
+    threads: int = DEFAULT_THREADS  # torch threads of every job, whatever jobs and launcher (same numbers)
     gpus_per_job: int = 1  # local: GPUs of each worker where GPUs exist
     slurm: SlurmOptions | None = None
     detach: bool = False  # slurm: submit and return; running the command again collects
@@ -81,7 +82,7 @@ class Runner:
                              "(--jobs 1) or under --launcher slurm, not in a local pool (--jobs > 1)")
         prepare_features(specs)
         launcher = make_launcher(self.cfg.launcher, self.out, jobs=self.cfg.jobs, slurm=self.cfg.slurm,
-                                 detach=self.cfg.detach, gpus_per_job=self.cfg.gpus_per_job)
+                                 detach=self.cfg.detach, gpus_per_job=self.cfg.gpus_per_job, threads=self.cfg.threads)
         launcher.on_finished = lambda spec, outcome: collect(self.out, corpus, self.cfg.publish)
         outcomes = launcher.run(specs, run_spec)
         if specs:  # also when every job was finished before; the last merge adds the verdicts

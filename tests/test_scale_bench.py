@@ -53,6 +53,15 @@ def test_local_pool_gives_the_in_process_metrics(in_process, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_jobs_torch_threads_follow_threads_not_jobs(in_process, tmp_path):
+    # A job's thread count changes CPU kernels' summation order (an LSTM's metrics moved by up to
+    # 2 points between --jobs 1 and 2): it is --threads (default 1) wherever the job runs, and recorded.
+    assert set(in_process["threads"]) == {1}
+    pooled = run_bench(config(tmp_path, methods=["egemaps-mlp"], folds=["fold0"], jobs=2, threads=2))
+    assert set(pooled["threads"]) == {2}  # on 2 cores the old share (cores // jobs) gave 1
+
+
+@pytest.mark.slow
 def test_slurm_launcher_gives_the_in_process_metrics(in_process, tmp_path, monkeypatch):
     if not sbatch_available():
         if os.environ.get("MMER_REQUIRE_SLURM") == "1":
