@@ -145,4 +145,5 @@ class Luna2022Fusion(Stacker):
 
     paper = {"ravdess": {"accuracy": 86.70,
                          "source": "Luna-Jimenez et al. 2022, Table 5",
-                         "note": "fuses fine-tuned wav2vec2 + AU MLP + AU BiLSTM; our row fuses the methods of this run"}}
+                         "note": "fuses fine-tuned wav2vec2 + AU MLP + AU BiLSTM; our row fuses the sources its "
+                                 "fuse: setting names (every method of the run when unset)"}}
