@@ -416,14 +416,15 @@ def prepare_conditions(units: list[ScoringUnit], conditions: list[Condition], wo
                 if not perturb.applies(condition, extractor):
                     continue
                 key = extractor.cache_key(test_hash, perturbation=condition.key(CONDITION_SEED))
-                if (str(store.root), extractor.name, key) in seen or store.has(extractor.name, key):
+                if (str(store.root), extractor.name, key) in seen:
                     continue
                 seen.add((str(store.root), extractor.name, key))
                 clean_key = (str(store.root), extractor.name, extractor.cache_key(manifest_hash))
                 if clean_key not in clean_sets:  # read back from the store
                     clean_sets[clean_key] = extract(extractor, manifest, manifest_hash, store, workers)
-                log.info("extracting %s under %s for %s %s", extractor.name, condition.name, corpus.name, fold.name)
-                try:
+                if not store.has(extractor.name, key):
+                    log.info("extracting %s under %s for %s %s", extractor.name, condition.name, corpus.name, fold.name)
+                try:  # a stored entry is read back and verified here (a damaged one is extracted again)
                     perturb.perturbed_features(condition, extractor, test_manifest, test_hash, store,
                                                clean_sets[clean_key], CONDITION_SEED, workers)
                 except NotApplicable:

@@ -60,6 +60,29 @@ def test_speech_noise_hits_its_snr_and_is_deterministic(synthetic, tmp_path, nam
         assert not np.allclose(y, other_seed.arrays[clip][:, 0])
 
 
+def test_a_stale_perturbed_entry_is_extracted_again_not_read(synthetic, tmp_path, caplog):
+    # A perturbed entry written before the store kept checksums (as an old cache holds) is set
+    # aside and extracted anew: scoring never reads it and never fails on it.
+    import pyarrow.parquet as pq
+
+    corpus, manifest, fold = synthetic
+    condition = perturb.get_condition("speech-white-10db")
+    part = part_of(manifest, fold).iloc[:4]
+    wave, store = EXTRACTORS.get("waveform")(), FeatureStore(tmp_path)
+    fresh = perturbed(condition, wave, part, store, corpus)
+    key = wave.cache_key(corpus.manifest_hash(part), perturbation=condition.key(0))
+    path = next((tmp_path / wave.name).glob(f"{key}*.parquet"))
+    old = pq.read_table(path)
+    pq.write_table(old.drop(["checksum"]).replace_schema_metadata(old.schema.metadata), path)
+    with pytest.raises(Exception, match="before the store kept checksums"):
+        store.read(wave.name, key)
+    again = perturbed(condition, wave, part, store, corpus)
+    assert "extracting waveform under speech-white-10db again" in caplog.text
+    for clip in part["clip_id"]:
+        np.testing.assert_array_equal(fresh.arrays[clip], again.arrays[clip])
+    assert store.read(wave.name, key).arrays.keys() == fresh.arrays.keys()
+
+
 def test_babble_comes_from_other_clips_of_the_part_and_differs_from_white(synthetic, tmp_path):
     corpus, manifest, fold = synthetic
     part = part_of(manifest, fold)

@@ -46,7 +46,7 @@ from scipy.signal import resample_poly
 
 from mmer_bench.features.audio import VIDEO_SUFFIXES, AudioError, _decode_audio_track, _read_audio_file
 from mmer_bench.features.base import Extractor, extract
-from mmer_bench.features.store import FeatureSet, FeatureStore
+from mmer_bench.features.store import FeatureSet, FeatureStore, StoreEntryError
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,12 @@ def perturbed_features(
     key = extractor.cache_key(manifest_hash, perturbation=condition.key(seed))
     meta = {"perturbation": condition.key(seed)}
     if store.has(extractor.name, key):
-        return store.read(extractor.name, key)
+        try:
+            return store.read(extractor.name, key)
+        except StoreEntryError as exc:  # damaged, or from before the store kept checksums: never used
+            aside = store.set_aside(extractor.name, key)
+            log.warning("%s; extracting %s under %s again%s", exc, extractor.name, condition.name,
+                        f" (old file kept as {aside})" if aside else "")
     if condition.kind in ("white", "babble"):
         media = _speech_media(condition, extractor, manifest, seed)
     elif condition.kind == "word_dropout" and extractor.source_column == "text":
