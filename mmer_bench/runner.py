@@ -123,7 +123,8 @@ def prepare_features(specs) -> None:
             if key in seen:
                 continue
             seen.add(key)
-            if not store.has(extractor.name, key[2]):
+            # has_current: an old-layout entry is redone here, once, not by every job that reads it
+            if not store.has_current(extractor.name, key[2]):
                 log.info("extracting %s for %s", extractor.name, corpus.name)
                 extract(extractor, manifest, manifest_hash, store, cfg["workers"])
 

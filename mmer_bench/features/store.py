@@ -85,6 +85,15 @@ class FeatureStore:
     def has(self, extractor_name: str, key: str) -> bool:
         return self.path(extractor_name, key).exists()
 
+    def has_current(self, extractor_name: str, key: str) -> bool:
+        """Whether the entry exists in today's layout (read from the file's footer alone): False
+        for one written before the store kept checksums, which ``extract`` must redo."""
+        path = self.path(extractor_name, key)
+        try:
+            return pq.read_schema(path).remove_metadata() == SCHEMA
+        except Exception:  # absent, or not Parquet at all
+            return False
+
     def write(self, extractor_name: str, key: str, results: dict[str, np.ndarray | Exception | str], meta: dict):
         """Store every result at once (``writer`` streams them while they are being extracted)."""
         with self.writer(extractor_name, key, meta) as writer:
