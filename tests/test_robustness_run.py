@@ -126,6 +126,11 @@ def test_a_rerun_is_free_and_the_table_matches_the_leaderboard(run, monkeypatch)
     clean_cell = next(line for line in leaderboard.splitlines() if line.startswith("| egemaps-mlp |")).split("|")[2]
     assert clean_cell.split()[0] == cells[1]  # the same mean, to the digit
     assert "n/a" in cells
+    # a condition no method of the run reads gets no column, and is named
+    only_speech = rob[rob["method"] == "egemaps-mlp"]
+    header = next(line for line in robustness_markdown(only_speech, results, corpus).splitlines() if line.startswith("| Method"))
+    assert "speech-white-0db" in header and "face-noise-1sd" not in header
+    assert "without a column: " in robustness_markdown(only_speech, results, corpus)
 
 
 def _copy_without_robustness(out, target, cache_dir):
