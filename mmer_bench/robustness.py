@@ -185,23 +185,41 @@ def _rows(key: dict, condition: Condition, status: str, reason: str, tasks, pred
             for t in tasks for metric, value in t.scores(predictions[t.name]["probs"], predictions[t.name]["target"]).items()]
 
 
-def _done(job_dir: Path) -> set[tuple[str, str]]:
+def _job_hash(job_dir: Path) -> str | None:
+    return json.loads((job_dir / "DONE").read_text()).get("config_hash")
+
+
+def _current_records(job_dir: Path) -> pd.DataFrame | None:
+    """The job's robustness records of its current model: a stacking job re-run since it was
+    scored (its sources changed) keeps the old records on disk, and they must not count."""
     path = job_dir / ROBUSTNESS_FILE
     if not path.exists():
+        return None
+    table = pd.read_parquet(path)
+    return table[table["config_hash"] == _job_hash(job_dir)]
+
+
+def _done(job_dir: Path) -> set[tuple[str, str]]:
+    table = _current_records(job_dir)
+    if table is None:
         return set()
-    table = pd.read_parquet(path, columns=["condition", "condition_version"])
     return set(zip(table["condition"], table["condition_version"]))
 
 
 def _append(job_dir: Path, rows: list[dict], preds: list[pd.DataFrame]) -> None:
     from mmer_bench.results import write_parquet
 
+    # Records of an earlier model of this job folder (a stacking job re-run since it was scored)
+    # give way entirely, predictions included; else only those of the conditions scored again.
+    records = job_dir / ROBUSTNESS_FILE
+    earlier_model = records.exists() and not (
+        pd.read_parquet(records, columns=["config_hash"])["config_hash"] == _job_hash(job_dir)).all()
     for name, new in ((ROBUSTNESS_FILE, pd.DataFrame(rows)), (CONDITION_PREDICTIONS, pd.concat(preds) if preds else None)):
         if new is None or new.empty:
             continue
         path = job_dir / name
-        old = pd.read_parquet(path) if path.exists() else None
-        if old is not None:  # records of an earlier version of a condition scored again give way
+        old = pd.read_parquet(path) if path.exists() and not earlier_model else None
+        if old is not None:
             old = old[~old["condition"].isin(set(new["condition"]))]
         write_parquet(pd.concat([old, new], ignore_index=True) if old is not None else new, path)
 
@@ -441,7 +459,7 @@ def merge_run(run_dir: Path, job_dirs: list[Path]) -> pd.DataFrame:
     from mmer_bench.results import write_parquet
 
     with merge_lock(run_dir):
-        frames = [pd.read_parquet(d / ROBUSTNESS_FILE) for d in job_dirs if (d / ROBUSTNESS_FILE).exists()]
+        frames = [t for t in (_current_records(d) for d in job_dirs) if t is not None and not t.empty]
         if not frames:
             raise RobustnessError(f"{run_dir}: no job holds robustness records")
         merged = pd.concat(frames, ignore_index=True)

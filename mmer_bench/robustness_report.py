@@ -291,7 +291,10 @@ def robustness_for(run_dir: str | Path, results: pd.DataFrame, corpus, folder: s
     if not path.exists():
         return None
     rob = pd.read_parquet(path)
-    rob = rob[rob["method"].isin(set(results["method"]))]
+    # only records of the models in the results: a stacking job re-run since `mmer robustness`
+    # scored it has other scores now, and its old ones wait for the next scoring
+    models = set(zip(results["method"], results["fold"], results["seed"], results["config_hash"]))
+    rob = rob[[k in models for k in zip(rob["method"], rob["fold"], rob["seed"], rob["config_hash"])]]
     if rob.empty:
         return None
     return robustness_table(rob, results, corpus, snr_plots(rob, results, corpus, Path(folder)))

@@ -28,7 +28,7 @@ from mmer_bench.progress import QuietBoard
 from mmer_bench.protocols import Fold
 from mmer_bench.registry import CORPORA, METHODS
 from mmer_bench.results import RESULT_COLUMNS
-from mmer_bench.robustness_report import robustness_markdown
+from mmer_bench.robustness_report import robustness_for, robustness_markdown
 from mmer_bench.runner import BenchConfig, Runner
 from mmer_bench.train import CHECKPOINT, predict
 
@@ -131,6 +131,42 @@ def test_a_rerun_is_free_and_the_table_matches_the_leaderboard(run, monkeypatch)
     header = next(line for line in robustness_markdown(only_speech, results, corpus).splitlines() if line.startswith("| Method"))
     assert "speech-white-0db" in header and "face-noise-1sd" not in header
     assert "without a column: " in robustness_markdown(only_speech, results, corpus)
+
+
+def test_a_stacking_job_rerun_after_scoring_is_scored_again_and_its_old_scores_never_shown(run, tmp_path, monkeypatch):
+    out, _, rob = run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    # The fusion re-run with another setting (as when its sources change): the folder still holds
+    # the robustness records of the earlier stacker.
+    config = BenchConfig(corpus="synthetic", methods=["egemaps-mlp", "luna2022-au-mlp", "luna2022-fusion"],
+                         folds=["fold0"], out=str(copy), loggers=["csv"], workers=1,
+                         hparams={"egemaps-mlp": {"max_epochs": 30}, "luna2022-au-mlp": {"max_epochs": 60},
+                                  "luna2022-fusion": {"recipe": "in-sample", "C": 0.01}})
+    results = Runner(config).run()
+    fusion = copy / "jobs" / "luna2022-fusion" / "fold0-seed0"
+    new_hash = json.loads((fusion / "DONE").read_text())["config_hash"]
+    old = rob[rob["method"] == "luna2022-fusion"]
+    assert set(old["config_hash"]) != {new_hash}
+    assert (fusion / robustness.ROBUSTNESS_FILE).exists()
+
+    corpus = CORPORA.get("synthetic")()
+    table = robustness_for(copy, results, corpus, tmp_path / "plots")
+    assert "| luna2022-fusion |" not in table.markdown()  # not the old stacker's scores
+    assert "| egemaps-mlp |" in table.markdown()
+
+    # Scoring again redoes the fusion alone: the trained models' scores are still current.
+    monkeypatch.setattr(robustness, "evaluate_condition", lambda *a, **k: pytest.fail("a training job scored again"))
+    again = robustness.score_run(copy, CONDITIONS, workers=1, progress=QuietBoard())
+    fused = again[again["method"] == "luna2022-fusion"]
+    assert set(fused["config_hash"]) == {new_hash}
+    assert set(fused["condition"]) == set(CONDITIONS)
+    key = ["condition", "task", "metric"]
+    both = old.merge(fused, on=key, suffixes=("_old", "_new")).dropna(subset=["value_old", "value_new"])
+    assert len(both) > 0 and not np.allclose(both["value_old"], both["value_new"])
+    kept = pd.read_parquet(fusion / robustness.CONDITION_PREDICTIONS)
+    assert len(kept) == len(kept.drop_duplicates(["condition", "task", "clip_id"]))  # no old posteriors left
+    assert "| luna2022-fusion |" in robustness_for(copy, results, corpus, tmp_path / "plots").markdown()
 
 
 def _copy_without_robustness(out, target, cache_dir):
