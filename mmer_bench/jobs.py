@@ -313,6 +313,36 @@ def rank() -> int:
     return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0)))
 
 
+# keys of a job's config that do not enter its hash (where it runs, what it logs)
+_NOT_HASHED = {"command", "run_out", "loggers", "workers", "cache_dir", "skip_missing"}
+
+
+def _what_differs(job_dir: Path, spec: JobSpec) -> str:
+    """": " and the settings of the finished job in ``job_dir`` that differ from ``spec``'s
+    (dotted keys, then -> now), for the error message; "" when job.json cannot tell."""
+    try:
+        old = json.loads((job_dir / "job.json").read_text())["job"]["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+    def differences(a, b, prefix=""):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                if not prefix and key in _NOT_HASHED:
+                    continue
+                yield from differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        elif a != b:
+            yield f"{prefix[:-1]}: {str(a)[:60]} -> {str(b)[:60]}"
+
+    found = list(differences(old, spec.config))
+    if not found:
+        return ""
+    if old.get("manifest_hash") != spec.config.get("manifest_hash"):
+        found.append("(the manifest hash covers each media file's path as the data root spells it, its size "
+                     "and any transcript: the same data under another spelling of --data-root counts as changed)")
+    return ": " + "; ".join(found[:6])
+
+
 def run_spec(spec: JobSpec | str | dict) -> dict:
     """Run one job from its spec (a JobSpec, its JSON or its dict) and return its outcome:
     {"job_id", "status": "done" | "skipped" | "failed", "error"}. A finished job with the same
@@ -329,7 +359,8 @@ def run_spec(spec: JobSpec | str | dict) -> dict:
         if spec.kind == "train":
             raise RuntimeError(
                 f"{job_dir} holds a finished job with another configuration (corpus data, hyperparameters "
-                "or code version changed); use a new --out directory or delete that job folder")
+                f"or code version changed{_what_differs(job_dir, spec)}); use a new --out directory or delete "
+                "that job folder")
         done.unlink()  # a stacking job is derived from other jobs' predictions: redo it when they change
     log.info("run %s", spec.job_id)
     try:

@@ -114,7 +114,8 @@ def test_changed_config_is_not_mixed_with_old_results(synthetic_run):
     out, _ = synthetic_run
     cfg = config(out)
     cfg.hparams = {"egemaps-mlp": {"hidden": 16}}
-    with pytest.raises(RuntimeError, match="another configuration"):
+    # the message says what changed, so the user knows whether to delete the folder
+    with pytest.raises(RuntimeError, match=r"another configuration.*settings\.model\.hidden: \d+ -> 16"):
         run_bench(cfg)
 
 
