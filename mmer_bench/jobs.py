@@ -313,8 +313,9 @@ def rank() -> int:
     return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0)))
 
 
-# keys of a job's config that do not enter its hash (where it runs, what it logs)
-_NOT_HASHED = {"command", "run_out", "loggers", "workers", "cache_dir", "skip_missing"}
+# keys of a job's config that say where and how it ran, not what it computes: left out of the
+# message, which lists only differences that can explain another config hash
+_RUN_CONTEXT = {"command", "run_out", "loggers", "workers", "cache_dir"}
 
 
 def _what_differs(job_dir: Path, spec: JobSpec) -> str:
@@ -328,7 +329,7 @@ def _what_differs(job_dir: Path, spec: JobSpec) -> str:
     def differences(a, b, prefix=""):
         if isinstance(a, dict) and isinstance(b, dict):
             for key in sorted(set(a) | set(b)):
-                if not prefix and key in _NOT_HASHED:
+                if not prefix and key in _RUN_CONTEXT:
                     continue
                 yield from differences(a.get(key), b.get(key), f"{prefix}{key}.")
         elif a != b:
